@@ -1,0 +1,216 @@
+"""The `robustmsa` command: data info|synth, train, eval, methods, demo.
+
+Every user error ends as one line on stderr (`robustmsa: error: ...`) and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing downloads at run time
+
+DEFAULT_RATES = "0,0.1,0.2,0.3,0.4,0.5,0.6,0.7"
+DEFAULT_METRICS = {"mosi": "acc2_non0,f1_non0,mae", "sims": "acc2,f1,mae", "classification": "acc,f1"}
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="robustmsa", description="Robust multimodal sentiment analysis.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("methods", help="list the registered methods and their options")
+
+    data = sub.add_parser("data", help="inspect or synthesize datasets").add_subparsers(dest="data_command", required=True)
+    info = data.add_parser("info", help="splits, sizes, dims, lengths and label statistics of a dataset")
+    info.add_argument("path")
+    synth = data.add_parser("synth", help="write synthetic data in a real format (MMSA pickle / image-text folder)")
+    synth.add_argument("--like", required=True, choices=["mosi", "mosei", "sims", "mvsa"])
+    synth.add_argument("--out", required=True)
+    synth.add_argument("--n", type=int, default=None, help="total samples (default: the real dataset's size)")
+    synth.add_argument("--seed", type=int, default=0)
+
+    train = sub.add_parser("train", help="train a method, one checkpoint per seed")
+    train.add_argument("--method", required=True)
+    train.add_argument("--data", required=True)
+    train.add_argument("--out", default="runs")
+    train.add_argument("--seeds", type=_ints, default=[0])
+    _device_args(train)
+    train.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    train.add_argument("overrides", nargs="*", help="key=value, e.g. train.epochs=20 method.d=64 labeled_ratio=0.5")
+
+    ev = sub.add_parser("eval", help="evaluate checkpoints under a protocol: table on stdout + CSV")
+    ev.add_argument("checkpoints", nargs="+", help="checkpoint folders or run folders holding seed*/")
+    ev.add_argument("--data", default=None, help="dataset (default: the one recorded in the checkpoint)")
+    ev.add_argument("--protocol", default="modality", help="none, modality, subset, frame or disrupt")
+    ev.add_argument("--values", default=None, help=f"comma-separated parameter values (modality default {DEFAULT_RATES}); "
+                    "use ';' to separate subset/disrupt values, e.g. 'l;a;l,a'")
+    ev.add_argument("--split", default="test", choices=["valid", "test"])
+    ev.add_argument("--metrics", default=None, help="metrics to print (default depends on the label kind)")
+    ev.add_argument("--csv", default=None, help="where to write the tidy results (default: results.csv beside the first run)")
+    _device_args(ev, devices=False)
+
+    demo = sub.add_parser("demo", help="synthesize MOSI-shaped data, train baselines, evaluate under missing rates")
+    demo.add_argument("--out", default="robustmsa-demo")
+    demo.add_argument("--n", type=int, default=None, help="total samples (default: full MOSI size, 2199)")
+    demo.add_argument("--seeds", type=_ints, default=[0, 1, 2])
+    demo.add_argument("--methods", default="late_fusion,mean_impute")
+    demo.add_argument("--epochs", type=int, default=15)
+    return parser
+
+
+def _device_args(p: argparse.ArgumentParser, devices: bool = True) -> None:
+    p.add_argument("--accelerator", default="cpu", help="cpu, cuda, mps or auto (Lightning Fabric)")
+    if devices:
+        p.add_argument("--devices", default="1", help="number of devices (Lightning Fabric)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (ValueError, KeyError, FileNotFoundError, FloatingPointError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+        print(f"robustmsa: error: {message}".splitlines()[0], file=sys.stderr)
+        return 2
+
+
+def cmd_methods(args) -> int:
+    import dataclasses
+
+    from robustmsa.methods.base import list_methods, method_class
+
+    for name in list_methods():
+        cls = method_class(name)
+        options = ", ".join(f"{f.name}={f.default}" for f in dataclasses.fields(cls.config_class))
+        summary = (cls.__doc__ or "").strip().splitlines()[0]
+        print(f"{name:12s} {summary}\n{'':12s} options: {options}")
+    return 0
+
+
+def cmd_data(args) -> int:
+    from robustmsa.data import describe, load_dataset
+    from robustmsa.data.synthetic import write_synthetic
+
+    if args.data_command == "info":
+        print(describe(load_dataset(args.path)))
+        return 0
+    start = time.perf_counter()
+    path = write_synthetic(args.like, args.out, n=args.n, seed=args.seed)
+    print(f"wrote {path} ({time.perf_counter() - start:.1f}s)")
+    return 0
+
+
+def _train(method: str, data_path: str, out: str, seeds: list[int], overrides: list[str],
+           accelerator: str = "cpu", devices: str = "1", verbose: bool = True):
+    from robustmsa.config import RunConfig, apply_overrides
+    from robustmsa.data import load_dataset
+    from robustmsa.methods.base import method_class
+    from robustmsa.training.trainer import Trainer
+
+    run = apply_overrides(RunConfig(method), overrides, method_class(method).config_class)
+    dataset = load_dataset(data_path)
+    trainer = Trainer(out, accelerator=accelerator, devices=_devices(devices), verbose=verbose)
+    results = []
+    for seed in seeds:
+        result = trainer.fit(run, dataset, seed)
+        status = "already trained" if result.skipped else f"{result.epochs_run} epochs, {result.seconds:.1f}s"
+        shown = ", ".join(f"{k}={v:.3f}" for k, v in list(result.valid_metrics.items())[:4])
+        print(f"{method} seed {seed}: {result.path} ({status}) valid: {shown}")
+        results.append(result)
+    return results
+
+
+def _devices(text: str) -> int | str:
+    return int(text) if str(text).isdigit() else text
+
+
+def cmd_train(args) -> int:
+    _train(args.method, args.data, args.out, args.seeds, args.overrides, args.accelerator, args.devices, not args.quiet)
+    return 0
+
+
+def cmd_eval(args) -> int:
+    rows = _evaluate(args.checkpoints, args.data, args.protocol, args.values, args.split, args.accelerator)
+    _print_tables(rows, args.metrics, args.protocol, args.split)
+    csv = args.csv or _default_csv(args.checkpoints[0], args.protocol)
+    from robustmsa.evaluation.report import write_csv
+
+    print(f"results: {write_csv(rows, csv)}")
+    return 0
+
+
+def _evaluate(checkpoint_paths, data_path, protocol, values, split, device="cpu"):
+    import pandas as pd
+
+    from robustmsa.data import load_dataset
+    from robustmsa.evaluation.evaluate import protocol_grid, sweep
+    from robustmsa.training.checkpoint import find_checkpoints, load_checkpoint
+
+    checkpoints = [load_checkpoint(p) for p in find_checkpoints(checkpoint_paths)]
+    dataset = load_dataset(data_path or checkpoints[0].config["data"]["source"])
+    for ckpt in checkpoints:
+        if ckpt.config["spec"] != dataset.spec.to_dict():
+            raise ValueError(f"{ckpt.path}: trained on a dataset with another layout than {dataset.source}")
+    if values is None:
+        values = DEFAULT_RATES if protocol in ("modality", "frame") else ""
+    separator = ";" if protocol in ("subset", "disrupt") else ","
+    grid = protocol_grid(protocol, [v.strip() for v in values.split(separator) if v.strip()])
+    return pd.DataFrame(sweep(checkpoints, dataset, grid, split, device=device))
+
+
+def _print_tables(rows, metrics: str | None, protocol: str, split: str) -> None:
+    from robustmsa.evaluation.report import summary_table, to_markdown
+
+    family = _family_of(rows)
+    for metric in (metrics or DEFAULT_METRICS[family]).split(","):
+        if metric not in set(rows["metric"]):
+            raise ValueError(f"unknown metric {metric!r}; have {', '.join(sorted(set(rows['metric'])))}")
+        seeds = sorted(set(rows["seed"]))
+        print(f"\n{metric} on {split}, protocol {protocol}, seeds {seeds} (mean ± std)")
+        print(to_markdown(summary_table(rows, metric)))
+
+
+def _family_of(rows) -> str:
+    names = set(rows["metric"])
+    return "mosi" if "acc2_non0" in names else "sims" if "acc3" in names else "classification"
+
+
+def _default_csv(first: str, protocol: str) -> Path:
+    return Path(first) / f"results_{protocol}.csv"
+
+
+def cmd_demo(args) -> int:
+    from robustmsa.data.synthetic import write_synthetic
+    from robustmsa.evaluation.report import write_csv
+
+    out = Path(args.out)
+    start = time.perf_counter()
+    data_path = out / "mosi_synthetic.pkl"
+    if not data_path.exists():
+        write_synthetic("mosi", data_path, n=args.n, seed=0)
+        print(f"synthesized MOSI-shaped data: {data_path}")
+    runs = []
+    for method in args.methods.split(","):
+        results = _train(method, str(data_path), str(out / "runs"), args.seeds, [f"train.epochs={args.epochs}"], verbose=False)
+        runs.extend(str(r.path) for r in results)
+    rows = _evaluate(runs, str(data_path), "modality", DEFAULT_RATES, "test")
+    _print_tables(rows, None, "modality", "test")
+    print(f"\nresults: {write_csv(rows, out / 'results_modality.csv')}")
+    print(f"demo finished in {time.perf_counter() - start:.0f}s")
+    return 0
+
+
+COMMANDS = {"methods": cmd_methods, "data": cmd_data, "train": cmd_train, "eval": cmd_eval, "demo": cmd_demo}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""Run configuration: dataclass defaults < `key=value` overrides; unknown keys are errors.
+
+A run config is saved beside its checkpoint and hashed; the hash names the run directory, so
+the same config always lands in the same place (and a rerun finds its finished seeds).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A bad option: unknown key, wrong type or value out of range. One line."""
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    grad_clip: float = 1.0
+    patience: int = 6  # epochs without validation improvement before stopping
+    eval_batch_size: int = 256
+    valid_protocol: str = "none"  # protocol applied to the validation split for model selection
+    num_threads: int = 0  # torch intra-op threads; 0 keeps torch's default
+
+    def validate(self) -> None:
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ConfigError(f"train.lr must be > 0, got {self.lr}")
+        if self.patience < 1:
+            raise ConfigError(f"train.patience must be >= 1, got {self.patience}")
+
+
+@dataclass
+class DataConfig:
+    labeled_ratio: float = 1.0  # fraction of training labels kept (PROTOCOLS.md label scarcity)
+
+    def validate(self) -> None:
+        if not 0.0 < self.labeled_ratio <= 1.0:
+            raise ConfigError(f"data.labeled_ratio must be in (0, 1], got {self.labeled_ratio}")
+
+
+@dataclass
+class RunConfig:
+    method: str
+    method_options: dict[str, Any] = field(default_factory=dict)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+
+    def to_dict(self) -> dict:
+        return {
+            "method": self.method,
+            "method_options": dict(sorted(self.method_options.items())),
+            "train": asdict(self.train),
+            "data": asdict(self.data),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunConfig:
+        return cls(d["method"], dict(d.get("method_options", {})), TrainConfig(**d["train"]), DataConfig(**d["data"]))
+
+    def hash(self, data_hash: str = "") -> str:
+        """Short stable hash of everything that changes the trained model (seed excluded:
+        seeds are subfolders of one run)."""
+        payload = json.dumps({**self.to_dict(), "data_hash": data_hash}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def _coerce(text: str, annotation: Any, key: str) -> Any:
+    """Turn a CLI string into the field's type (bool, int, float, str, optional of those)."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if text.lower() in ("none", "null"):
+            return None
+        annotation = options[0]
+    try:
+        if annotation is bool:
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if annotation in (int, float, str):
+            return annotation(text)
+    except ValueError:
+        raise ConfigError(f"option {key}={text!r}: expected {annotation.__name__}") from None
+    raise ConfigError(f"option {key}: unsupported type {annotation}")
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def apply_overrides(run: RunConfig, overrides: list[str], method_config_class: type) -> RunConfig:
+    """Apply `key=value` strings. Keys are `train.X`, `data.X`, `method.X`, or a bare `X` that
+    names exactly one option across those sections."""
+    sections = {"train": type(run.train), "data": type(run.data), "method": method_config_class}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected key=value")
+        key, value = item.split("=", 1)
+        section, name = _locate(key.strip(), sections)
+        typed = _coerce(value.strip(), _field_types(sections[section])[name], key)
+        if section == "method":
+            run.method_options[name] = typed
+        else:
+            setattr(getattr(run, section), name, typed)
+    run.train.validate()
+    run.data.validate()
+    return run
+
+
+def _locate(key: str, sections: dict[str, type]) -> tuple[str, str]:
+    if "." in key:
+        section, name = key.split(".", 1)
+        if section not in sections:
+            raise ConfigError(f"unknown option {key!r}: sections are {', '.join(sections)}")
+        known = {f.name for f in dataclasses.fields(sections[section])}
+        if name not in known:
+            raise ConfigError(f"unknown option {key!r}; {section} options: {', '.join(sorted(known))}")
+        return section, name
+    hits = [s for s, cls in sections.items() if key in {f.name for f in dataclasses.fields(cls)}]
+    if not hits:
+        every = sorted(f"{s}.{f.name}" for s, cls in sections.items() for f in dataclasses.fields(cls))
+        raise ConfigError(f"unknown option {key!r}; known: {', '.join(every)}")
+    if len(hits) > 1:
+        raise ConfigError(f"option {key!r} is ambiguous; write one of {', '.join(h + '.' + key for h in hits)}")
+    return hits[0], key

@@ -1,0 +1,148 @@
+"""Per-modality sequence encoders shared by every method.
+
+Every encoder honours the frame mask: a frame that is padding, dropped, or belongs to a missing
+modality contributes nothing, so a missing modality's raw values can never reach the output.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from robustmsa.data.batch import Batch
+from robustmsa.data.schema import DatasetSpec
+
+
+def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
+    """Mean over valid frames. x: (B, L, D), mask: (B, L) bool -> (B, D); zeros where no frame is valid."""
+    weights = mask.to(x.dtype).unsqueeze(-1)
+    total = (x * weights).sum(dim=1)
+    count = weights.sum(dim=1).clamp_min(1.0)
+    return total / count
+
+
+def masked_downsample(x: Tensor, mask: Tensor, factor: int) -> tuple[Tensor, Tensor]:
+    """Average non-overlapping windows of `factor` valid frames; long audio/vision sequences
+    (375/500 frames) become short enough for attention on CPU. Returns (x', mask')."""
+    if factor <= 1:
+        return x, mask
+    b, length, d = x.shape
+    pad = (-length) % factor
+    if pad:
+        x = torch.nn.functional.pad(x, (0, 0, 0, pad))
+        mask = torch.nn.functional.pad(mask, (0, pad), value=False)
+    windows = x.view(b, -1, factor, d)
+    wmask = mask.view(b, -1, factor)
+    weights = wmask.to(x.dtype).unsqueeze(-1)
+    pooled = (windows * weights).sum(2) / weights.sum(2).clamp_min(1.0)
+    return pooled, wmask.any(-1)
+
+
+class PositionalEncoding(nn.Module):
+    """Fixed sinusoidal positions (Vaswani et al.); no parameters, so nothing to overfit."""
+
+    def __init__(self, d: int, max_len: int = 4096):
+        super().__init__()
+        position = torch.arange(max_len).unsqueeze(1)
+        div = torch.exp(torch.arange(0, d, 2) * (-math.log(10000.0) / d))
+        table = torch.zeros(max_len, d)
+        table[:, 0::2] = torch.sin(position * div)
+        table[:, 1::2] = torch.cos(position * div[: d // 2])
+        self.register_buffer("table", table, persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.table[: x.shape[1]]
+
+
+def safe_padding_mask(mask: Tensor) -> Tensor:
+    """Key-padding mask for nn.MultiheadAttention (True = ignore). A row with no valid frame
+    would give NaN; we let it attend to position 0 (its output is masked away afterwards)."""
+    empty = ~mask.any(dim=1)
+    if empty.any():
+        mask = mask.clone()
+        mask[empty, 0] = True
+    return ~mask
+
+
+class SequenceEncoder(nn.Module):
+    """(B, L, D_in) frames + mask -> per-frame states (B, L', d), their mask and a pooled vector (B, d).
+
+    kind: "pool" (frame-wise MLP, cheapest), "conv" (Conv1D k=3), or "transformer"
+    (Conv1D k=3 + positions + Transformer layers, FSRF/MulT style). `downsample` averages
+    windows of frames first so long sequences stay cheap.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        d: int,
+        kind: str = "pool",
+        layers: int = 1,
+        heads: int = 4,
+        dropout: float = 0.1,
+        downsample: int = 1,
+    ):
+        super().__init__()
+        if kind not in ("pool", "conv", "transformer"):
+            raise ValueError(f"encoder kind {kind!r}: expected pool, conv or transformer")
+        self.kind = kind
+        self.downsample = downsample
+        self.norm_in = nn.LayerNorm(in_dim)
+        if kind == "pool":
+            self.frame = nn.Sequential(nn.Linear(in_dim, d), nn.GELU(), nn.Dropout(dropout), nn.Linear(d, d))
+        else:
+            self.frame = nn.Conv1d(in_dim, d, kernel_size=3, padding=1)
+        if kind == "transformer":
+            self.positions = PositionalEncoding(d)
+            layer = nn.TransformerEncoderLayer(d, heads, 2 * d, dropout, batch_first=True, norm_first=True)
+            self.transformer = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.out_norm = nn.LayerNorm(d)
+
+    def forward(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Returns (states (B, L', d), mask (B, L'), pooled (B, d))."""
+        x, mask = masked_downsample(x * mask.unsqueeze(-1), mask, self.downsample)
+        x = self.norm_in(x)
+        if self.kind == "pool":
+            h = self.frame(x)
+        else:
+            h = self.frame(x.transpose(1, 2)).transpose(1, 2)
+        h = h * mask.unsqueeze(-1)
+        if self.kind == "transformer":
+            h = self.transformer(self.positions(h), src_key_padding_mask=safe_padding_mask(mask))
+        h = self.out_norm(h) * mask.unsqueeze(-1)
+        return h, mask, masked_mean(h, mask)
+
+
+def mlp(in_dim: int, hidden: int, out_dim: int, dropout: float = 0.1) -> nn.Sequential:
+    """Two-layer head used for predictions and small mappings."""
+    return nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, out_dim))
+
+
+class ModalityEncoders(nn.Module):
+    """One SequenceEncoder per modality of a dataset. `max_frames` sets each modality's
+    downsampling factor so that no encoded sequence is longer than that."""
+
+    def __init__(
+        self,
+        spec: DatasetSpec,
+        d: int,
+        kind: str = "pool",
+        dropout: float = 0.1,
+        layers: int = 1,
+        heads: int = 4,
+        max_frames: int | None = None,
+    ):
+        super().__init__()
+        self.encoders = nn.ModuleDict()
+        for m in spec.modalities:
+            factor = math.ceil(m.max_len / max_frames) if max_frames else 1
+            self.encoders[m.name] = SequenceEncoder(m.dim, d, kind, layers, heads, dropout, factor)
+
+    def forward(self, batch: Batch) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Tensor]]:
+        """Returns per-modality (states, masks, pooled); a missing modality's pooled vector is 0."""
+        states, masks, pooled = {}, {}, {}
+        for name, encoder in self.encoders.items():
+            states[name], masks[name], pooled[name] = encoder(batch.features[name], batch.frame_mask[name])
+        return states, masks, pooled
