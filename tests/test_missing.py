@@ -119,10 +119,16 @@ def test_modality_maximum_rate_leaves_exactly_one_each():
 
 
 def test_modality_rate_outside_range_errors():
-    with pytest.raises(ValueError, match=r"rate 0.8 outside \[0, 0.667\] for 3 modalities"):
-        make_pattern(SPLIT, SPEC, Protocol.parse("modality:0.8"), seed=0)
+    with pytest.raises(ValueError, match=r"rate 1 outside \[0, 1\) for 3 modalities"):
+        make_pattern(SPLIT, SPEC, Protocol.parse("modality:1"), seed=0)
     with pytest.raises(ValueError, match="outside"):
-        modality_present(10, 2, 0.6, np.random.default_rng(0))
+        modality_present(10, 2, 1.2, np.random.default_rng(0))
+
+
+def test_modality_rate_past_the_cap_keeps_exactly_one_modality():
+    with pytest.warns(UserWarning, match=r"rate 0.7 exceeds .* realised as 0.667"):
+        present = modality_present(300, 3, 0.7, np.random.default_rng(0))
+    assert (present.sum(axis=1) == 1).all()
 
 
 def test_modality_drops_each_modality_about_equally():

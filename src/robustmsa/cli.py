@@ -9,6 +9,7 @@ import argparse
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing downloads at run time
@@ -74,8 +75,14 @@ def _device_args(p: argparse.ArgumentParser, devices: bool = True) -> None:
         p.add_argument("--devices", default="1", help="number of devices (Lightning Fabric)")
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"robustmsa: warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    warnings.simplefilter("once")
+    warnings.showwarning = _show_warning
     try:
         return COMMANDS[args.command](args)
     except (ValueError, KeyError, FileNotFoundError, FloatingPointError) as error:

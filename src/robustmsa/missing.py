@@ -21,6 +21,8 @@ source-available modality of a sample (see `make_pattern`).
 
 from __future__ import annotations
 
+import warnings
+
 from dataclasses import dataclass
 from itertools import combinations
 
@@ -173,9 +175,18 @@ def modality_present(n: int, m: int, rate: float, rng: np.random.Generator) -> n
     uniformly makes the total exact while no sample can lose its last modality (GCNet/CPM-Net).
     """
     high = (m - 1) / m
-    if not 0.0 <= rate <= high + 1e-9:
+    if not 0.0 <= rate < 1.0:
         shown = _format_number(rate)
-        raise ValueError(f"protocol modality: rate {shown} outside [0, {high:.3f}] for {m} modalities")
+        raise ValueError(f"protocol modality: rate {shown} outside [0, 1) for {m} modalities")
+    if rate > high + 1e-9:
+        # The field's tables use r = 0.7 for three modalities; like CPM-Net's mask generator,
+        # a rate past (M-1)/M leaves every sample exactly one modality.
+        warnings.warn(
+            f"protocol modality: rate {_format_number(rate)} exceeds (M-1)/M for {m} modalities; "
+            f"realised as {high:.3f} (every sample keeps exactly one modality)",
+            stacklevel=2,
+        )
+        rate = high
     missing_total = min(int(round(rate * n * m)), n * (m - 1))
     slots = rng.choice(n * (m - 1), size=missing_total, replace=False) if m > 1 else np.zeros(0, int)
     missing_per_sample = np.bincount(slots // max(m - 1, 1), minlength=n)

@@ -1,0 +1,47 @@
+"""Configuration layering: defaults < key=value; every bad option is a one-line error."""
+
+from __future__ import annotations
+
+import pytest
+
+from robustmsa.config import ConfigError, RunConfig, apply_overrides
+from robustmsa.methods.base import method_class
+
+
+def apply(*overrides, method="late_fusion"):
+    return apply_overrides(RunConfig(method), list(overrides), method_class(method).config_class)
+
+
+def test_sections_and_bare_keys_are_typed():
+    run = apply("train.epochs=7", "method.d=32", "labeled_ratio=0.5", "lr=0.01", "train_missing=false")
+    assert run.train.epochs == 7 and run.train.lr == 0.01
+    assert run.method_options == {"d": 32, "train_missing": False}
+    assert run.data.labeled_ratio == 0.5
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.epoch=3", r"unknown option 'train.epoch'; train options: .*epochs"),
+        ("nosuch=3", r"unknown option 'nosuch'; known: "),
+        ("model.d=3", r"unknown option 'model.d': sections are train, data, method"),
+        ("train.epochs=three", r"option train.epochs='three': expected int"),
+        ("train_missing=maybe", r"option train_missing='maybe': expected bool"),
+        ("labeled_ratio=1.5", r"data.labeled_ratio must be in \(0, 1\], got 1.5"),
+        ("labeled_ratio=0", r"data.labeled_ratio must be in \(0, 1\], got 0.0"),
+        ("train.epochs=0", r"train.epochs must be >= 1, got 0"),
+        ("epochs", r"override 'epochs': expected key=value"),
+    ],
+)
+def test_bad_overrides_are_one_line_errors(override, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        apply(override)
+    assert "\n" not in str(info.value)
+
+
+def test_hash_ignores_nothing_that_matters():
+    a, b = apply("train.epochs=7"), apply("train.epochs=7")
+    assert a.hash("x") == b.hash("x")
+    assert a.hash("x") != apply("train.epochs=8").hash("x")
+    assert a.hash("x") != a.hash("y")  # other data, other run folder
+    assert RunConfig.from_dict(a.to_dict()).to_dict() == a.to_dict()
