@@ -75,13 +75,20 @@ def _device_args(p: argparse.ArgumentParser, devices: bool = True) -> None:
         p.add_argument("--devices", default="1", help="number of devices (Lightning Fabric)")
 
 
+_SHOWN_WARNINGS: set[str] = set()
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    print(f"robustmsa: warning: {message}", file=sys.stderr)
+    """One line per distinct warning (libraries reset warnings' own 'once' registry)."""
+    text = str(message)
+    if text not in _SHOWN_WARNINGS:
+        _SHOWN_WARNINGS.add(text)
+        print(f"robustmsa: warning: {text}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    warnings.simplefilter("once")
+    warnings.simplefilter("always")
     warnings.showwarning = _show_warning
     try:
         return COMMANDS[args.command](args)

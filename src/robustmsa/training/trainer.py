@@ -231,7 +231,8 @@ class Trainer:
         if self.verbose:
             valid = record.get("valid", {})
             shown = ", ".join(f"{k}={v:.3f}" for k, v in record["train"].items())
-            extra = f" | valid {', '.join(f'{k}={valid[k]:.3f}' for k in list(valid)[:4])}" if valid else ""
+            shown_valid = [k for k in ("mae", "acc2_non0", "acc2", "acc", "f1") if k in valid]
+            extra = f" | valid {', '.join(f'{k}={valid[k]:.3f}' for k in shown_valid)}" if valid else ""
             tqdm.write(f"[{record['phase']} {record['epoch']}] {shown}{extra}")
 
 
