@@ -91,7 +91,9 @@ class Trainer:
             dataset["train"].labels, run.data.labeled_ratio, seed, dataset.spec.label.metric_family
         ) if run.data.labeled_ratio < 1.0 else np.ones(len(dataset["train"]), dtype=bool)
         train_all = SplitTensors(dataset["train"], dataset.spec, labeled=labeled)
-        train_labeled = SplitTensors(dataset["train"].subset(np.flatnonzero(labeled)), dataset.spec)
+        train_labeled = train_all if labeled.all() else SplitTensors(
+            dataset["train"].subset(np.flatnonzero(labeled)), dataset.spec
+        )
         valid = split_tensors(dataset, "valid", Protocol.parse(run.train.valid_protocol), seed)
         method.prepare(train_labeled)
         model = fabric.setup_module(method)
