@@ -67,3 +67,96 @@ def write_csv(rows: pd.DataFrame, path: str | Path) -> Path:
     path = Path(path)
     atomic_write_bytes(path, buffer.getvalue().encode())
     return path
+
+
+def _subset_average(rows: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """FSRF-style 'Avg' column: per seed, the mean over the incomplete kept sets."""
+    data = rows[(rows["metric"] == metric) & (rows["protocol"] == "subset")]
+    per_seed = data.groupby(["method", "seed"])["value"].mean().reset_index()
+    return per_seed.groupby("method")["value"].apply(lambda v: _mean_std(v.to_numpy())).rename("Avg").to_frame()
+
+
+def protocol_table(rows: pd.DataFrame, protocol: str, metric: str) -> pd.DataFrame:
+    """Summary table of one protocol family; subset tables get Avg and the complete set, disrupt
+    tables the undisrupted column."""
+    table = summary_table(rows[rows["protocol"] == protocol], metric)
+    if protocol == "subset":
+        table = table.join(_subset_average(rows, metric))
+    if protocol in ("subset", "disrupt") and (rows["protocol"] == "none").any():
+        label = "complete" if protocol == "subset" else "no disruption"
+        complete = summary_table(rows[rows["protocol"] == "none"].assign(param=label), metric)
+        table = complete.join(table) if protocol == "disrupt" else table.join(complete)
+    return table
+
+
+def plot_curves(rows: pd.DataFrame, protocol: str, metric: str, path: str | Path, title: str = "") -> Path:
+    """Metric vs rate, one line per method with a ±1 std band over seeds; PNG written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = rows[(rows["protocol"] == protocol) & (rows["metric"] == metric)].copy()
+    data["rate"] = data["param"].astype(float)
+    figure, axes = plt.subplots(figsize=(6, 4), dpi=120)
+    for method, mine in data.groupby("method", sort=False):
+        stats = mine.groupby("rate")["value"].agg(["mean", "std"]).fillna(0.0)
+        axes.plot(stats.index, stats["mean"], marker="o", label=method)
+        axes.fill_between(stats.index, stats["mean"] - stats["std"], stats["mean"] + stats["std"], alpha=0.2)
+    axes.set_xlabel(f"{protocol} missing rate")
+    axes.set_ylabel(metric)
+    axes.set_title(title or f"{metric} under the {protocol} protocol")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    path = Path(path)
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
+def bench_report(rows: pd.DataFrame, grid, out: str | Path, command: str = "") -> tuple[str, list[Path]]:
+    """The Markdown report of a bench grid (tables, summaries, provenance) and its PNG plots."""
+    from robustmsa.evaluation.metrics import METRICS_VERSION
+
+    out = Path(out)
+    lines = [f"# robustmsa bench: {grid.name}", ""]
+    if command:
+        lines += [f"Command: `{command}`", ""]
+    lines += [
+        f"- seeds: {sorted(set(rows['seed']))}; cells are mean ± std over seeds (sample std)",
+        f"- model selection: validation split only; tables on the `{rows['split'].iloc[0]}` split",
+        f"- metric definitions: {METRICS_VERSION}",
+    ]
+    if grid.skipped_methods:
+        lines.append(f"- not registered, so not run: {', '.join(grid.skipped_methods)}")
+    plots = []
+    for dataset, by_data in rows.groupby("dataset", sort=False):
+        lines += ["", f"## Dataset `{dataset}`", "", f"sha256 `{by_data['data_sha256'].iloc[0]}`", ""]
+        hashes = by_data.groupby(["method", "variant"], sort=False)["config_hash"].first()
+        lines += ["Config hashes: " + ", ".join(f"{m}{' [' + v + ']' if v else ''} `{h}`" for (m, v), h in hashes.items())]
+        family = metric_family_of(by_data)
+        for variant, part in by_data.groupby("variant", sort=False):
+            heading = f"training variant `{variant}`" if variant else "default training"
+            for protocol in dict.fromkeys(p for p in part["protocol"] if p != "none" or set(part["protocol"]) == {"none"}):
+                present = set(part["metric"])
+                for metric in [m for m in grid.metrics.get(family, sorted(present)) if m in present]:
+                    lines += ["", f"### {metric}, protocol `{protocol}`, {heading}", ""]
+                    lines.append(to_markdown(protocol_table(part, protocol, metric)))
+                    if protocol in ("modality", "frame"):
+                        name = _slug(f"{Path(dataset).stem}-{variant}-{protocol}-{metric}") + ".png"
+                        plots.append(plot_curves(part, protocol, metric, out / "plots" / name,
+                                                 f"{metric} vs {protocol} rate ({dataset}{', ' + variant if variant else ''})"))
+                        lines += ["", f"![{metric} vs {protocol} rate](plots/{name})"]
+    return "\n".join(lines) + "\n", plots
+
+
+def metric_family_of(rows: pd.DataFrame) -> str:
+    names = set(rows["metric"])
+    return "mosi" if "acc2_non0" in names else "sims" if "acc3" in names else "classification"
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text).strip("_")

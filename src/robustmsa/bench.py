@@ -1,0 +1,291 @@
+"""`robustmsa bench`: methods x datasets x training variants x seeds, each trained once and then
+evaluated under every protocol value; cached, resumable, parallel.
+
+Two caches make a rerun free: the trainer skips a seed whose run folder (named by the resolved
+config hash) is complete, and a job whose evaluation rows are already in `jobs/<key>.csv` is
+not run at all. A killed worker loses only its own job; the same command resumes it (the
+trainer continues from its last epoch).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from functools import lru_cache
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from robustmsa.data.io import atomic_write_text
+
+MODALITY_RATES = ["0", "0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7"]
+FRAME_RATES = [f"{p / 10:g}" for p in range(11)]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One (method, dataset, training variant, seed): train once, evaluate every protocol."""
+
+    method: str
+    data: str
+    variant: str  # a label for the training variant ("" = the preset's default)
+    overrides: tuple[str, ...]
+    seed: int
+    protocols: tuple[str, ...]
+    split: str = "test"
+
+    @property
+    def key(self) -> str:
+        payload = json.dumps([self.method, self.data, sorted(self.overrides), self.seed, list(self.protocols), self.split])
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def describe(self) -> str:
+        return f"{self.method} {self.data} {self.variant or 'default'} seed {self.seed}"
+
+
+@dataclass
+class Grid:
+    """What a preset (or the user) asks for; `jobs()` expands it."""
+
+    name: str
+    methods: list[str]
+    datasets: list[str]
+    protocols: list[str]
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    overrides: list[str] = field(default_factory=list)  # for every run
+    variants: dict[str, list[str]] = field(default_factory=lambda: {"": []})  # label -> overrides
+    method_overrides: dict[str, list[str]] = field(default_factory=dict)
+    metrics: dict[str, list[str]] = field(default_factory=dict)  # metric family -> metrics to report
+    skipped_methods: list[str] = field(default_factory=list)
+
+    def jobs(self) -> list[Job]:
+        return [
+            Job(method, data, label, tuple(self.overrides + extra + self.method_overrides.get(method, [])), seed,
+                tuple(self.protocols))
+            for data in self.datasets
+            for label, extra in self.variants.items()
+            for method in self.methods
+            for seed in self.seeds
+        ]
+
+
+# --------------------------------------------------------------------------- presets
+
+def _subset_protocols(modalities: int = 3) -> list[str]:
+    names = ["l", "a", "v"][:modalities]
+    singles = [f"subset:{n}" for n in names]
+    pairs = [f"subset:{a},{b}" for i, a in enumerate(names) for b in names[i + 1:]]
+    return singles + pairs[: len(pairs) if modalities > 2 else 0] + ["none"]
+
+
+def _disrupt_protocols(modalities: list[str]) -> list[str]:
+    fixed = [f"disrupt:{mode}:fixed:{m}" for m in modalities for mode in ("C", "D", "CD")]
+    random = [f"disrupt:CD:random:{r}" for r in ("0.2", "0.4", "0.6", "0.8", "1")]
+    return ["none", *fixed, *random]
+
+
+PRESETS = {
+    "robustness-curves": dict(
+        methods=None, datasets=["synthetic:mosi"],
+        protocols=[f"modality:{r}" for r in MODALITY_RATES] + [f"frame:{p}" for p in FRAME_RATES],
+        metrics={"mosi": ["acc2_non0", "f1_non0", "mae"], "sims": ["acc2", "f1", "mae"], "classification": ["acc", "f1"]},
+    ),
+    "fsrf-table": dict(
+        methods=["late_fusion", "mean_impute", "misa", "mult_lite", "fsrf"], datasets=["synthetic:mosi"],
+        protocols=_subset_protocols(3), metrics={"mosi": ["f1_non0", "acc2_non0", "mae"]},
+    ),
+    "drf-table": dict(
+        methods=["late_fusion", "mean_impute", "misa", "drf", "fsrf"], datasets=["synthetic:mvsa"],
+        protocols=None,  # depends on the dataset's modalities: filled in by make_grid
+        metrics={"classification": ["acc", "f1"], "mosi": ["acc2_non0", "f1_non0"]},
+    ),
+    "sslmm-table": dict(
+        methods=["late_fusion", "mean_impute", "misa", "fsrf", "drf", "sslmm"], datasets=["synthetic:mosi", "synthetic:sims"],
+        protocols=[f"modality:{r}" for r in ("0", "0.3", "0.5", "0.7")],
+        variants={f"labeled_ratio={r}": [f"data.labeled_ratio={r}"] for r in ("0.1", "0.3", "0.5", "1.0")},
+        metrics={"mosi": ["acc2_has0", "acc2_non0"], "sims": ["acc2"]},
+    ),
+    "demo": dict(
+        methods=["late_fusion", "mean_impute", "fsrf", "drf", "sslmm"], datasets=["synthetic:mosi"],
+        protocols=[f"modality:{r}" for r in MODALITY_RATES], overrides=["train.epochs=15"],
+        metrics={"mosi": ["acc2_non0", "f1_non0", "mae"]},
+    ),
+}
+
+
+def make_grid(preset: str, data: list[str] | None = None, methods: list[str] | None = None,
+              seeds: list[int] | None = None, overrides: list[str] | None = None) -> Grid:
+    """A preset, with the user's datasets / methods / seeds / overrides in place of its own.
+    Methods the registry does not have (yet) are listed in `skipped_methods`, not run."""
+    from robustmsa.methods.base import list_methods
+
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    spec = PRESETS[preset]
+    available = list_methods()
+    wanted = methods or spec["methods"] or available
+    unknown = [m for m in (methods or []) if m not in available]
+    if unknown:
+        raise KeyError(f"unknown method {unknown[0]!r}; available: {', '.join(available)}")
+    datasets = data or spec["datasets"]
+    protocols = spec["protocols"] or _disrupt_protocols(list(_modalities_of(datasets[0])))
+    return Grid(
+        name=preset, methods=[m for m in wanted if m in available], datasets=datasets, protocols=protocols,
+        seeds=seeds or [0, 1, 2], overrides=list(spec.get("overrides", [])) + list(overrides or []),
+        variants=dict(spec.get("variants", {"": []})), metrics=spec["metrics"],
+        skipped_methods=[m for m in wanted if m not in available],
+    )
+
+
+@lru_cache(maxsize=4)
+def _load(data: str):
+    from robustmsa.data import load_dataset
+
+    return load_dataset(data)
+
+
+def _modalities_of(data: str) -> tuple[str, ...]:
+    return _load(data).spec.modality_names
+
+
+# --------------------------------------------------------------------------- one job
+
+def run_job(job: Job, out: str, threads: int = 0) -> list[dict]:
+    """Train (or find) the checkpoint, evaluate every protocol, store the rows atomically."""
+    import torch
+
+    from robustmsa.config import RunConfig, apply_overrides
+    from robustmsa.evaluation.evaluate import sweep
+    from robustmsa.methods.base import method_class
+    from robustmsa.missing import Protocol
+    from robustmsa.training.checkpoint import load_checkpoint
+    from robustmsa.training.trainer import Trainer
+
+    if threads:
+        torch.set_num_threads(threads)
+    dataset = _load(job.data)
+    run = apply_overrides(RunConfig(job.method), list(job.overrides), method_class(job.method).config_class)
+    result = Trainer(Path(out) / "runs", verbose=False).fit(run, dataset, job.seed)
+    checkpoint = load_checkpoint(result.path)
+    rows = sweep([checkpoint], dataset, [Protocol.parse(p) for p in job.protocols], job.split)
+    extra = {
+        "dataset": job.data, "variant": job.variant, "data_sha256": dataset.source_hash,
+        "config_hash": run.hash(dataset.source_hash), "trained": not result.skipped,
+        "train_seconds": round(result.seconds, 2), "job": job.key,
+    }
+    rows = [{**row, **extra} for row in rows]
+    atomic_write_text(job_file(out, job), pd.DataFrame(rows).to_csv(index=False))
+    return rows
+
+
+def job_file(out: str | Path, job: Job) -> Path:
+    return Path(out) / "jobs" / f"{job.key}.csv"
+
+
+def _pin_threads(threads: int) -> None:
+    """Worker initializer: two workers on two cores must not each start two threads."""
+    import torch
+
+    torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+
+
+# --------------------------------------------------------------------------- the grid
+
+@dataclass
+class BenchResult:
+    rows: pd.DataFrame
+    ran: int  # jobs executed this time
+    cached: int  # jobs whose results were already stored
+    failed: list[str]  # descriptions of jobs that did not finish
+    seconds: float
+
+
+def run_grid(grid: Grid, out: str | Path, workers: int = 1, backend: str = "local", progress: bool = True) -> BenchResult:
+    """Run every job not already stored; collect all rows into `<out>/results.csv`."""
+    out = Path(out)
+    start = time.perf_counter()
+    jobs = grid.jobs()
+    pending = [j for j in jobs if not job_file(out, j).exists()]
+    threads = max(1, (os.cpu_count() or 1) // max(workers, 1))
+    bar = tqdm(total=len(jobs), initial=len(jobs) - len(pending), desc=f"bench {grid.name}", unit="run",
+               disable=None if progress else True)
+    if backend == "ray":
+        failed = _run_ray(pending, str(out), threads, bar)
+    elif workers <= 1:
+        failed = _run_serial(pending, str(out), bar)
+    else:
+        failed = _run_pool(pending, str(out), workers, threads, bar)
+    bar.close()
+    rows = collect(out, jobs)
+    if len(rows):
+        atomic_write_text(out / "results.csv", rows.to_csv(index=False))
+    return BenchResult(rows, len(pending) - len(failed), len(jobs) - len(pending), failed, time.perf_counter() - start)
+
+
+def _run_serial(pending: list[Job], out: str, bar) -> list[str]:
+    failed = []
+    for job in pending:
+        bar.set_postfix_str(job.describe())
+        try:
+            run_job(job, out)
+        except Exception as error:  # one broken run must not lose the others' results
+            failed.append(f"{job.describe()}: {error}".splitlines()[0])
+        bar.update()
+    return failed
+
+
+def _run_pool(pending: list[Job], out: str, workers: int, threads: int, bar) -> list[str]:
+    failed: list[str] = []
+    context = get_context("spawn")  # fresh interpreters: no forked torch thread pools
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_pin_threads, initargs=(threads,)) as pool:
+        futures = {pool.submit(run_job, job, out, threads): job for job in pending}
+        for future in as_completed(futures):
+            job = futures[future]
+            try:
+                future.result()
+            except BrokenProcessPool:
+                failed.append(f"{job.describe()}: a worker died")
+            except Exception as error:
+                failed.append(f"{job.describe()}: {error}".splitlines()[0])
+            bar.update()
+    return failed
+
+
+def _run_ray(pending: list[Job], out: str, threads: int, bar) -> list[str]:
+    try:
+        import ray
+    except ImportError:
+        raise ValueError("backend ray needs the optional extra: pip install 'robustmsa[ray]'") from None
+    ray.init(ignore_reinit_error=True)
+    remote = ray.remote(num_cpus=threads)(run_job)
+    refs = {remote.remote(job, out, threads): job for job in pending}
+    failed = []
+    while refs:
+        done, _ = ray.wait(list(refs), num_returns=1)
+        job = refs.pop(done[0])
+        try:
+            ray.get(done[0])
+        except Exception as error:  # a lost node or worker: report, resume later
+            failed.append(f"{job.describe()}: {error}".splitlines()[0])
+        bar.update()
+    return failed
+
+
+def collect(out: str | Path, jobs: list[Job]) -> pd.DataFrame:
+    """All stored rows of these jobs (not of other grids that share the folder)."""
+    frames = [pd.read_csv(job_file(out, j), dtype={"param": str}, keep_default_na=False) for j in jobs
+              if job_file(out, j).exists()]
+    if not frames:
+        return pd.DataFrame()
+    rows = pd.concat(frames, ignore_index=True)
+    rows["value"] = pd.to_numeric(rows["value"].replace("", np.nan))
+    return rows
