@@ -91,7 +91,8 @@ def test_demo_runs_end_to_end_on_a_small_set(tmp_path, capsys):
     code, out, _ = run(capsys, "demo", "--out", tmp_path, "--n", "90", "--seeds", "0", "--epochs", "1")
     assert code == 0
     assert "| late_fusion |" in out and "| mean_impute |" in out and "0.7" in out
-    assert (tmp_path / "results_modality.csv").exists()
+    assert (tmp_path / "results.csv").exists() and (tmp_path / "report.md").exists()
+    assert list((tmp_path / "plots").glob("*.png"))
 
 
 def test_console_script_is_installed():

@@ -148,7 +148,7 @@ def bench_report(rows: pd.DataFrame, grid, out: str | Path, command: str = "") -
                     if protocol in ("modality", "frame"):
                         name = _slug(f"{Path(dataset).stem}-{variant}-{protocol}-{metric}") + ".png"
                         plots.append(plot_curves(part, protocol, metric, out / "plots" / name,
-                                                 f"{metric} vs {protocol} rate ({dataset}{', ' + variant if variant else ''})"))
+                                                 f"{metric} vs {protocol} rate ({Path(dataset).name}{', ' + variant if variant else ''})"))
                         lines += ["", f"![{metric} vs {protocol} rate](plots/{name})"]
     return "\n".join(lines) + "\n", plots
 

@@ -1,0 +1,312 @@
+"""Speed benchmark of every registered method on full-size synthetic MOSI-shaped data.
+
+    python benchmarks/speed.py [--methods a,b] [--full-run] [--threads N] [--n N] [--device cpu|cuda]
+
+For each method it measures parameter count, training throughput (forward + loss + backward +
+clipping + AdamW, as the trainer does), inference throughput at batch 1 and 256, the peak RSS of
+the process and, with --full-run, the wall time of one default training run. It prints one
+Markdown table and marks the methods that miss the targets below.
+
+Each method runs in a fresh interpreter (this script re-invoked with a hidden --worker flag) so
+that one method's allocations, thread pools and caches cannot change another's numbers, and so
+that ru_maxrss is that method's own peak. The full training run gets its own fresh process too,
+so its time does not depend on what the micro-benchmarks left behind.
+
+This is a benchmark, not a test: it asserts nothing about timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# Targets on 2 CPU cores (the project's reference machine).
+TARGET_INFER_256 = 1000.0  # samples/s at batch 256
+TARGET_FULL_RUN_S = 600.0  # seconds for one default training run
+
+WARMUP_STEPS = 3  # training steps before timing (first steps pay for allocation and dispatch caches)
+BATCH1_SAMPLES = 200  # samples timed at inference batch 1
+BATCH1_WARMUP = 10
+INFER_REPEATS = 3  # timed passes over the test split at batch 256; the median is reported
+RESULT_TAG = "SPEED_RESULT "  # prefix of the worker's one JSON line on stdout
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set size of this process so far (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def cpu_model() -> str:
+    """CPU model name from /proc/cpuinfo, falling back to platform (non-Linux)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def sync(device: str) -> None:
+    """CUDA kernels run asynchronously: wait for them before reading the clock."""
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def load_data(n: int | None):
+    """The synthetic MOSI-shaped dataset (1284/229/686 at full size), built in this process."""
+    from robustmsa.data.synthetic import synthesize
+
+    return synthesize("mosi", n=n, seed=0)
+
+
+# --------------------------------------------------------------------------- measurements
+
+
+def train_throughput(method, train, device: str) -> float:
+    """Samples/s of the training step over one shuffled epoch after a short warm-up.
+
+    Mirrors Trainer._train_epoch minus Fabric, logging and the progress bar: batch slicing,
+    method.loss (which includes training-time missing augmentation), backward, gradient clipping
+    and an AdamW step, with the default TrainConfig batch size, lr and weight decay."""
+    import torch
+
+    from robustmsa.config import TrainConfig
+
+    cfg = TrainConfig()
+    method.train()
+    optimizer = torch.optim.AdamW(
+        [p for p in method.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay
+    )
+
+    def step(batch) -> None:
+        loss = method.loss(batch.to(device), "train")["loss"]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.grad_clip)
+        optimizer.step()
+        method.after_step()
+
+    generator = torch.Generator().manual_seed(0)
+    for i, batch in enumerate(train.batches(cfg.batch_size, generator=generator)):
+        if i >= WARMUP_STEPS:
+            break
+        step(batch)
+    sync(device)
+    samples = 0
+    start = time.perf_counter()
+    for batch in train.batches(cfg.batch_size, generator=generator):
+        step(batch)
+        samples += batch.size
+    sync(device)
+    return samples / (time.perf_counter() - start)
+
+
+def infer_batch1(method, test, device: str) -> float:
+    """Samples/s answering one sample at a time (the latency-bound, interactive case)."""
+    import torch
+
+    method.eval()
+    count = min(BATCH1_SAMPLES, len(test))
+    with torch.no_grad():
+        for i in range(min(BATCH1_WARMUP, count)):
+            method(test.batch([i]).to(device))
+        sync(device)
+        start = time.perf_counter()
+        for i in range(count):
+            method(test.batch([i]).to(device))
+        sync(device)
+    return count / (time.perf_counter() - start)
+
+
+def infer_batch256(method, test, device: str) -> float:
+    """Samples/s of predict_tensors over the whole test split at batch 256 (the evaluation path
+    every sweep uses); median of a few passes after one warm-up pass."""
+    from robustmsa.evaluation.evaluate import predict_tensors
+
+    predict_tensors(method, test, 256, device)
+    times = []
+    for _ in range(INFER_REPEATS):
+        sync(device)
+        start = time.perf_counter()
+        predict_tensors(method, test, 256, device)
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return len(test) / statistics.median(times)
+
+
+def micro_benchmarks(name: str, n: int | None, device: str) -> dict:
+    """Everything except the full run, for one method, in this (fresh) process."""
+    import torch
+
+    from robustmsa.data.batch import SplitTensors
+    from robustmsa.methods.base import create_method
+
+    dataset = load_data(n)
+    train = SplitTensors(dataset["train"], dataset.spec)
+    test = SplitTensors(dataset["test"], dataset.spec)
+    data_rss = peak_rss_mib()
+    torch.manual_seed(0)
+    method = create_method(name, dataset.spec)
+    method.prepare(train)
+    method.to(device)
+    params = sum(p.numel() for p in method.parameters())
+    return {
+        "params": params,
+        "train": train_throughput(method, train, device),
+        "infer1": infer_batch1(method, test, device),
+        "infer256": infer_batch256(method, test, device),
+        "data_rss": data_rss,
+        "rss": peak_rss_mib(),
+    }
+
+
+def full_run(name: str, n: int | None, device: str) -> dict:
+    """One default training run exactly as `robustmsa train` does it (default TrainConfig:
+    30 epochs max, patience 6), into a throw-away folder."""
+    from robustmsa.config import RunConfig
+    from robustmsa.training.trainer import Trainer
+
+    dataset = load_data(n)
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        result = Trainer(tmp, accelerator=device, verbose=False).fit(RunConfig(name), dataset, seed=0)
+        seconds = time.perf_counter() - start
+    return {"full_s": seconds, "epochs": result.epochs_run, "full_rss": peak_rss_mib()}
+
+
+def worker(args: argparse.Namespace) -> None:
+    """Child-process entry: measure one thing for one method, print one tagged JSON line."""
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.worker == "micro":
+        result = micro_benchmarks(args.methods, args.n, args.device)
+    else:
+        result = full_run(args.methods, args.n, args.device)
+    result["threads"] = torch.get_num_threads()
+    print(RESULT_TAG + json.dumps(result), flush=True)
+
+
+# --------------------------------------------------------------------------- parent side
+
+
+def run_child(kind: str, name: str, args: argparse.Namespace) -> dict:
+    """Run this script as a fresh worker process and return its parsed result (or the error)."""
+    command = [sys.executable, __file__, "--worker", kind, "--methods", name, "--device", args.device]
+    if args.threads:
+        command += ["--threads", str(args.threads)]
+    if args.n:
+        command += ["--n", str(args.n)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    for line in done.stdout.splitlines():
+        if line.startswith(RESULT_TAG):
+            return json.loads(line[len(RESULT_TAG):])
+    tail = (done.stderr or done.stdout).strip().splitlines()
+    return {"error": tail[-1] if tail else f"exit code {done.returncode}"}
+
+
+def fmt(value: float | None, digits: int = 0) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def table_row(name: str, micro: dict, full: dict | None) -> str:
+    """One Markdown row; a missed target is marked MISS next to the number."""
+    if "error" in micro:
+        return f"| {name} | error: {micro['error']} | | | | | | |"
+    infer256 = fmt(micro["infer256"]) + (" **MISS**" if micro["infer256"] < TARGET_INFER_256 else "")
+    if full is None:
+        full_s, epochs = "-", "-"
+    elif "error" in full:
+        full_s, epochs = f"error: {full['error']}", "-"
+    else:
+        full_s = fmt(full["full_s"], 1) + (" **MISS**" if full["full_s"] >= TARGET_FULL_RUN_S else "")
+        epochs = str(full["epochs"])
+    cells = [name, f"{micro['params']:,}", fmt(micro["train"]), fmt(micro["infer1"]), infer256,
+             fmt(micro["rss"]), full_s, epochs]
+    return "| " + " | ".join(cells) + " |"
+
+
+def load_average() -> str:
+    """Other processes on a 2-core machine wreck the numbers (OpenMP threads spin against each
+    other, 10-100x slowdowns were seen), so the load is printed next to every result."""
+    try:
+        return "/".join(f"{v:.1f}" for v in os.getloadavg())
+    except OSError:
+        return "?"
+
+
+def header(args: argparse.Namespace, threads: int | str, load_before: str) -> list[str]:
+    import torch
+
+    size = "full size 1284/229/686" if not args.n else f"n={args.n}"
+    return [
+        f"torch {torch.__version__} | threads {threads} | CPU {cpu_model()} ({os.cpu_count()} logical) "
+        f"| device {args.device} | data synthesize('mosi'), {size}",
+        f"Load average (1/5/15 min) before {load_before}, after {load_average()}; "
+        "the benchmark itself adds about its thread count; clearly more means another process competed.",
+        f"Targets (2 cores): inference >= {TARGET_INFER_256:,.0f} samples/s at batch 256; "
+        f"full default training run < {TARGET_FULL_RUN_S:.0f} s. **MISS** marks a missed target.",
+        "",
+        "| method | params | train samples/s | infer samples/s @1 | infer samples/s @256 | peak RSS MiB | full run s | epochs |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+
+
+def main(args: argparse.Namespace) -> None:
+    from robustmsa.methods.base import list_methods
+
+    start = time.perf_counter()
+    load_before = load_average()
+    names = args.methods.split(",") if args.methods else list_methods()
+    rows, notes, threads = [], [], "?"
+    for name in names:
+        print(f"... {name}", file=sys.stderr, flush=True)
+        micro = run_child("micro", name, args)
+        full = run_child("full", name, args) if args.full_run else None
+        threads = micro.get("threads", threads)
+        rows.append(table_row(name, micro, full))
+        if "error" not in micro:
+            note = f"{name}: RSS after data only {micro['data_rss']:,.0f} MiB"
+            if full and "error" not in full:
+                note += f"; full-run process peak RSS {full['full_rss']:,.0f} MiB"
+            notes.append(note)
+    print("\n".join(header(args, threads, load_before) + rows))
+    print()
+    print("Peak RSS is ru_maxrss of a fresh process per method: data synthesis + split tensors + model "
+          "+ benchmarks. " + "; ".join(notes) + ".")
+    print(f"Total wall time: {time.perf_counter() - start:.1f} s")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--methods", default="", help="comma-separated method names (default: all registered)")
+    parser.add_argument("--full-run", action="store_true", help="also time one full default training run")
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    parser.add_argument("--n", type=int, default=None, help="total synthetic samples (default: real MOSI sizes)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--worker", choices=("micro", "full"), help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    arguments = parse_args()
+    if arguments.worker:
+        worker(arguments)
+    else:
+        main(arguments)
