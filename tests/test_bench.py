@@ -140,3 +140,15 @@ def test_presets_expand_and_skip_unregistered_methods():
         make_grid("nope")
     with pytest.raises(KeyError, match="unknown method 'zzz'"):
         make_grid("robustness-curves", methods=["zzz"])
+
+
+@pytest.mark.slow
+def test_ray_backend_gives_the_same_numbers_as_serial(tmp_path):
+    pytest.importorskip("ray", reason="the optional extra robustmsa[ray] is not installed")
+    grid = tiny_grid(seeds=[0])
+    serial = run_grid(grid, tmp_path / "serial", progress=False).rows
+    on_ray = run_grid(grid, tmp_path / "ray", backend="ray", progress=False)
+    assert on_ray.ran == 2 and not on_ray.failed
+    key = ["method", "seed", "protocol", "param", "metric"]
+    a, b = serial.sort_values(key).reset_index(drop=True), on_ray.rows.sort_values(key).reset_index(drop=True)
+    np.testing.assert_allclose(a["value"], b["value"], atol=1e-6)
