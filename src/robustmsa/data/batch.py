@@ -124,23 +124,31 @@ class SplitTensors:
         return int(self.labels.shape[0])
 
     def batch(self, index: Tensor | np.ndarray | slice) -> Batch:
+        """Rows `index`; a slice gives zero-copy views (ordered evaluation pays no gather)."""
         if isinstance(index, slice):
+            rows = index
             index = torch.arange(len(self))[index]
-        index = torch.as_tensor(index, dtype=torch.long)
+        else:
+            index = torch.as_tensor(index, dtype=torch.long)
+            rows = index
         return Batch(
             modalities=self.modalities,
-            features={m: t[index] for m, t in self.features.items()},
-            frame_mask={m: t[index] for m, t in self.frame_mask.items()},
-            lengths={m: t[index] for m, t in self.lengths.items()},
-            present=self.present[index],
-            labels=self.labels[index],
-            labeled=self.labeled[index],
+            features={m: t[rows] for m, t in self.features.items()},
+            frame_mask={m: t[rows] for m, t in self.frame_mask.items()},
+            lengths={m: t[rows] for m, t in self.lengths.items()},
+            present=self.present[rows],
+            labels=self.labels[rows],
+            labeled=self.labeled[rows],
             index=index,
         )
 
     def batches(self, batch_size: int, generator: torch.Generator | None = None):
         """Yield batches in order, or shuffled with `generator` (training only)."""
         n = len(self)
-        order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+        if generator is None:
+            for start in range(0, n, batch_size):
+                yield self.batch(slice(start, start + batch_size))
+            return
+        order = torch.randperm(n, generator=generator)
         for start in range(0, n, batch_size):
             yield self.batch(order[start : start + batch_size])
