@@ -1,4 +1,5 @@
-"""Distribution-level losses shared by MISA, FSRF and DRF: CMD, soft orthogonality (DiffLoss)."""
+"""Distribution-level losses shared by MISA, FSRF and DRF: CMD, soft orthogonality (DiffLoss),
+a Gaussian-prior KL, and stop-gradient (bidirectional) distillation KL over soft bins or logits."""
 
 from __future__ import annotations
 
@@ -46,3 +47,51 @@ def pairwise_over_present(
     if not terms:
         return next(iter(values.values())).sum() * 0.0
     return torch.stack(terms).mean()
+
+
+def gaussian_prior_kl(mean: Tensor, logvar: Tensor | None = None) -> Tensor:
+    """KL(N(mean, exp(logvar)) || N(0, I)) per dimension, averaged over samples and dimensions.
+
+    Averaging (not summing) over dimensions keeps the term's scale independent of the width d.
+    `logvar=None` means unit variance, leaving 0.5 * mean^2.
+
+    >>> float(gaussian_prior_kl(torch.zeros(4, 3), torch.zeros(4, 3)))
+    0.0
+    """
+    if logvar is None:
+        logvar = torch.zeros_like(mean)
+    return 0.5 * (mean.pow(2) + logvar.exp() - logvar - 1.0).mean()
+
+
+def distill_kl(teacher_logits: Tensor, student_logits: Tensor) -> Tensor:
+    """KL(p_teacher || p_student) over the last axis, mean over samples. The teacher side is
+    detached (stop-gradient), so only the student is pulled toward the teacher.
+
+    >>> float(distill_kl(torch.zeros(2, 5), torch.zeros(2, 5)))
+    0.0
+    """
+    teacher = torch.log_softmax(teacher_logits.detach(), dim=-1)
+    student = torch.log_softmax(student_logits, dim=-1)
+    return (teacher.exp() * (teacher - student)).sum(-1).mean()
+
+
+def bidirectional_kl(logits_a: Tensor, logits_b: Tensor) -> tuple[Tensor, Tensor]:
+    """Two-way self-distillation: (KL(p_a || p_b) teaching b, KL(p_b || p_a) teaching a), each
+    with a stop-gradient on its target, so each direction moves only its own student.
+
+    >>> a_teaches_b, b_teaches_a = bidirectional_kl(torch.zeros(2, 3), torch.zeros(2, 3))
+    """
+    return distill_kl(logits_a, logits_b), distill_kl(logits_b, logits_a)
+
+
+def bin_logits(values: Tensor, centres: Tensor, temperature: float = 1.0) -> Tensor:
+    """A scalar prediction as a distribution over sentiment bins: logits -(v - c)^2 / T with
+    distances measured in bin widths, so T means the same on [-3, 3] and [-1, 1].
+    values (B,), centres (K,) evenly spaced -> (B, K).
+
+    >>> bin_logits(torch.tensor([0.0]), torch.tensor([-1.0, 0.0, 1.0])).argmax(-1).item()
+    1
+    """
+    width = (centres[1] - centres[0]).abs() if centres.numel() > 1 else centres.new_tensor(1.0)
+    distance = (values.unsqueeze(-1) - centres) / width
+    return -distance.pow(2) / temperature

@@ -1,0 +1,301 @@
+"""FSRF: Factorization-guided Semantic Recovery for incomplete MSA (arXiv 2510.16086, ICME 2025).
+
+The design of METHODS.md, for each modality m with pooled encoding Z_m (Conv1D k3 + positions +
+Transformer, masked mean over the valid frames):
+
+    DHF       h^c_m = E_c(Z_m)   homogeneous, one E_c shared by all modalities
+              h^p_m = E_p^m(Z_m) heterogeneous, one per modality
+              h^n_m = E_n^m(Z_m) noise, one per modality: never fused, pulled toward N(0, I)
+              constraints: CMD between the h^c of present modality pairs; soft orthogonality
+              among h^c_m, h^p_m, h^n_m and between the h^p of different modalities;
+              reconstruction D_m(h^c_m + h^p_m + h^n_m) ~ Z_m; a Gaussian-prior KL on h^n.
+    recovery  a missing modality gets h^c_m = R_m(mean of the present h^c) and
+              h^p_m = P_m(the same mean); a present modality's factors are never touched.
+    fusion    one transformer layer over the 2M tokens (h^c, h^p) of the present or recovered
+              modalities; masked means of the two halves -> the fused vector -> head.
+    DAS       each training batch is seen twice: as given (full view) and with random inter- and
+              intra-modality missingness (missing view). KL(p_full || p_miss) + KL(p_miss || p_full),
+              each with a stop-gradient on its target, plus CMD between the fused vectors.
+
+Choices METHODS.md leaves open (each is a config option or stated here):
+  * E_c, E_p^m, R_m, P_m end in a sigmoid (MISA's bounded subspaces; keeps the 5th CMD moment tame).
+  * The noise prior is a VAE-style KL: h^n is the mean of a Gaussian whose log-variance comes from
+    a second head; the reconstruction uses a reparameterised sample while training (`noise_sample`).
+    The KL is averaged over dimensions, so its scale does not depend on d.
+  * DHF constraints are computed on the full view only; the task loss is the mean of both views'.
+  * Difference: the mean over each modality's factor pairs plus the mean over h^p pairs across
+    modalities (MISA sums; with three factors a sum would triple the term at the same weight).
+  * Reconstruction: the target Z_m is detached and D_m starts at zero, so the factors are never
+    shrunk (nor Z collapsed) to make a randomly initialised decoder's job easier.
+  * Recovery is trained on the missing view: for samples where m is present in the full view but
+    dropped in the missing view, MSE between the recovered factors and the full view's (detached)
+    true ones, so it learns exactly what it does at test time. w_recovery = 1.
+  * DAS distributions: a regression output becomes a distribution over `das_bins` sentiment bins
+    spanning the label range (logits -(pred - centre)^2 / T in bin widths; T = 8 is a kernel of
+    std 2 bins, 1.0 on MOSI's scale: sharper kernels made "predict the same constant in both
+    views" the cheapest solution); classification uses logits / T.
+  * View alignment: CMD between sigmoid-squashed fused vectors, no side detached (see
+    `_view_alignment`: a detached anchor led to collapse).
+  * The missing view drops modalities for every sample (`view_complete_fraction` = 0: the full view
+    already covers complete data) and frames with a per-sample rate ~ U(0, frame_drop_max).
+  * The fusion tokens carry a learned (modality, factor) embedding so the layer knows which is which.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+from torch import Tensor, nn
+from torch.nn.functional import mse_loss
+
+from robustmsa.data.batch import Batch
+from robustmsa.methods.base import Method, Output, register_method
+from robustmsa.missing import random_frame_dropout, random_modality_dropout
+from robustmsa.nn.distribution import (
+    bidirectional_kl,
+    bin_logits,
+    cmd,
+    diff_loss,
+    gaussian_prior_kl,
+    pairwise_over_present,
+)
+from robustmsa.nn.encoders import ModalityEncoders, masked_mean, mlp, safe_padding_mask
+from robustmsa.nn.fusion import present_mean
+
+
+@dataclass
+class FSRFConfig:
+    # encoders: Conv1D k3 + positional encoding + Transformer, d = 40 (the group's setting)
+    d: int = 40
+    layers: int = 1
+    heads: int = 4  # d must be divisible by heads
+    dropout: float = 0.1
+    max_frames: int = 32  # longer sequences are window-averaged down to this length (CPU speed)
+    cmd_moments: int = 5
+    noise_sample: bool = True  # reconstruct from a reparameterised sample of h^n while training
+    # DAS: the missing view and the distributions compared across views
+    view_complete_fraction: float = 0.0  # samples the modality dropout leaves whole
+    frame_drop_max: float = 0.5  # per-sample frame drop rate ~ U(0, frame_drop_max)
+    das_bins: int = 13  # regression: sentiment bins over the label range
+    das_bin_temperature: float = 8.0  # regression: bin kernel variance T/2 bin widths^2 (std 2 bins)
+    das_temperature: float = 2.0  # classification: logits / T
+    # loss weights (METHODS.md; w_recovery is ours)
+    w_sim: float = 1.0
+    w_diff: float = 0.3
+    w_rec: float = 1.0
+    w_kl: float = 0.1
+    w_das: float = 1.0
+    w_recovery: float = 1.0
+    # ablation switches: one flag removes one component (its modules are not even built)
+    use_noise: bool = True
+    use_sim: bool = True
+    use_diff: bool = True
+    use_recon: bool = True
+    use_recovery: bool = True
+    use_das_kl: bool = True
+    use_das_align: bool = True
+
+
+@dataclass
+class FSRFPass:
+    """What one pass over a batch computes; the loss needs the intermediate pieces. Dicts are
+    keyed by modality, values (B, d). `homo` / `hetero` are the factors that enter fusion: the
+    modality's own where it is present, the recovered ones where `recovered` is True."""
+
+    present: Tensor  # (B, M) bool
+    recovered: Tensor  # (B, M) bool: missing and rebuilt from the present modalities
+    utterance: dict[str, Tensor]  # Z_m
+    homo: dict[str, Tensor]  # h^c_m
+    hetero: dict[str, Tensor]  # h^p_m
+    noise_mean: dict[str, Tensor]  # h^n_m (empty unless asked for)
+    noise_logvar: dict[str, Tensor]
+    fused: Tensor  # (B, 2d)
+    pred: Tensor
+
+
+def bounded(d: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(d, d), nn.Sigmoid())
+
+
+@register_method("fsrf")
+class FSRF(Method):
+    """De-redundant homo-/heterogeneous factorization, semantic recovery of missing modalities,
+    and distribution-aligned self-distillation between a full and a missing view."""
+
+    config_class = FSRFConfig
+
+    def __init__(self, spec, cfg: FSRFConfig):
+        super().__init__(spec, cfg)
+        d = cfg.d
+        if d % cfg.heads:
+            raise ValueError(f"fsrf: d={d} is not divisible by heads={cfg.heads}")
+        names = self.modalities
+        self.encoders = ModalityEncoders(spec, d, "transformer", cfg.dropout, cfg.layers, cfg.heads, cfg.max_frames)
+        self.homogeneous = bounded(d)  # E_c, shared
+        self.heterogeneous = nn.ModuleDict({m: bounded(d) for m in names})  # E_p^m
+        if cfg.use_noise:
+            self.noise_mean = nn.ModuleDict({m: nn.Linear(d, d) for m in names})  # E_n^m
+            self.noise_logvar = nn.ModuleDict({m: nn.Linear(d, d) for m in names})
+        if cfg.use_recon:
+            self.decoders = nn.ModuleDict({m: nn.Linear(d, d) for m in names})  # D_m
+            for decoder in self.decoders.values():  # start at zero: learn to read the factors, never shrink them
+                nn.init.zeros_(decoder.weight)
+        if cfg.use_recovery:
+            self.recover_homo = nn.ModuleDict({m: self._recovery_net(d) for m in names})  # R_m
+            self.recover_hetero = nn.ModuleDict({m: self._recovery_net(d) for m in names})  # P_m
+        self.token_type = nn.Parameter(0.02 * torch.randn(2 * len(names), d))
+        self.fusion = nn.TransformerEncoderLayer(d, cfg.heads, 2 * d, cfg.dropout, batch_first=True, norm_first=True)
+        self.head = mlp(2 * d, d, self.num_outputs, cfg.dropout)
+        if spec.label.is_regression:
+            low = spec.label.low if spec.label.low is not None else -3.0
+            high = spec.label.high if spec.label.high is not None else 3.0
+            self.register_buffer("bin_centres", torch.linspace(low, high, cfg.das_bins), persistent=False)
+
+    def _recovery_net(self, d: int) -> nn.Sequential:
+        return nn.Sequential(mlp(d, d, d, self.cfg.dropout), nn.Sigmoid())  # bounded like the factors
+
+    # --- the model ----------------------------------------------------------------------
+    def forward(self, batch: Batch) -> Output:
+        result = self.run(batch)
+        return Output(result.pred, {"recovered": result.recovered})
+
+    def run(self, batch: Batch, with_noise: bool = False) -> FSRFPass:
+        _, _, utterance = self.encoders(batch)
+        present = batch.present
+        homo = {m: self.homogeneous(z) for m, z in utterance.items()}
+        hetero = {m: self.heterogeneous[m](z) for m, z in utterance.items()}
+        noise_mean, noise_logvar = {}, {}
+        if with_noise and self.cfg.use_noise:
+            noise_mean = {m: self.noise_mean[m](z) for m, z in utterance.items()}
+            noise_logvar = {m: self.noise_logvar[m](z) for m, z in utterance.items()}
+
+        recovered = torch.zeros_like(present)
+        if self.cfg.use_recovery:
+            # Recover from what is there; a sample with nothing present has nothing to recover from.
+            recovered = ~present & present.any(dim=1, keepdim=True)
+            pool = present_mean(homo, self.present_dict(batch))
+            for j, m in enumerate(self.modalities):
+                missing = recovered[:, j : j + 1]  # present modalities keep their own factors
+                homo[m] = torch.where(missing, self.recover_homo[m](pool), homo[m])
+                hetero[m] = torch.where(missing, self.recover_hetero[m](pool), hetero[m])
+
+        fused = self.fuse(homo, hetero, present | recovered)
+        pred = self.head(fused)
+        pred = pred.squeeze(-1) if self.num_outputs == 1 else pred
+        return FSRFPass(present, recovered, utterance, homo, hetero, noise_mean, noise_logvar, fused, pred)
+
+    def fuse(self, homo: dict[str, Tensor], hetero: dict[str, Tensor], available: Tensor) -> Tensor:
+        """Transformer layer over the available modalities' h^c and h^p tokens -> (B, 2d).
+        The noise factors are not an argument: they cannot reach the prediction."""
+        count = len(homo)
+        mask = torch.cat([available, available], dim=1)
+        tokens = torch.stack(list(homo.values()) + list(hetero.values()), dim=1) + self.token_type
+        tokens = tokens * mask.unsqueeze(-1).to(tokens.dtype)
+        h = self.fusion(tokens, src_key_padding_mask=safe_padding_mask(mask))
+        homo_mean = masked_mean(h[:, :count], mask[:, :count])
+        hetero_mean = masked_mean(h[:, count:], mask[:, count:])
+        return torch.cat([homo_mean, hetero_mean], dim=-1)
+
+    def missing_view(self, batch: Batch) -> Batch:
+        """DAS's second view: random whole-modality dropout (inter) plus frame dropout (intra)."""
+        present = random_modality_dropout(batch.present, complete_fraction=self.cfg.view_complete_fraction)
+        view = batch.with_present(present)
+        frame_mask = {m: random_frame_dropout(view.frame_mask[m], self.cfg.frame_drop_max) for m in self.modalities}
+        features = {m: view.features[m] * frame_mask[m].unsqueeze(-1) for m in self.modalities}
+        return replace(view, features=features, frame_mask=frame_mask)
+
+    # --- training -----------------------------------------------------------------------
+    def loss(self, batch: Batch, phase: str) -> dict[str, Tensor]:
+        cfg = self.cfg
+        view = self.missing_view(batch)
+        full = self.run(batch, with_noise=True)
+        miss = self.run(view)
+        task_full = self.task_loss(full.pred, batch)
+        task_miss = self.task_loss(miss.pred, view)
+        task = 0.5 * (task_full + task_miss)
+
+        zero = task.new_zeros(())
+        present = self.present_dict(batch)
+        sim = pairwise_over_present(full.homo, present, self._cmd) if cfg.use_sim else zero
+        diff = self._difference(full, present) if cfg.use_diff else zero
+        recon = self._reconstruction(full, present) if cfg.use_recon else zero
+        prior = self._prior(full, present) if cfg.use_noise else zero
+        recovery = self._recovery(full, miss) if cfg.use_recovery else zero
+        kl_full_to_miss, kl_miss_to_full = zero, zero
+        if cfg.use_das_kl:
+            kl_full_to_miss, kl_miss_to_full = bidirectional_kl(self.das_logits(full.pred), self.das_logits(miss.pred))
+        align = self._view_alignment(full.fused, miss.fused) if cfg.use_das_align else zero
+        das = kl_full_to_miss + kl_miss_to_full + align
+
+        total = (task + cfg.w_sim * sim + cfg.w_diff * diff + cfg.w_rec * recon + cfg.w_kl * prior
+                 + cfg.w_das * das + cfg.w_recovery * recovery)
+        return {
+            "loss": total, "task": task, "task_full": task_full, "task_miss": task_miss,
+            "sim": sim, "diff": diff, "recon": recon, "prior": prior, "recovery": recovery,
+            "das_kl_full_to_miss": kl_full_to_miss, "das_kl_miss_to_full": kl_miss_to_full, "das_align": align,
+        }
+
+    def das_logits(self, pred: Tensor) -> Tensor:
+        """Temperature-softened output distribution compared across the two views."""
+        if self.spec.label.is_regression:
+            return bin_logits(pred, self.bin_centres, self.cfg.das_bin_temperature)
+        return pred / self.cfg.das_temperature
+
+    def _cmd(self, x: Tensor, y: Tensor) -> Tensor:
+        return cmd(x, y, self.cfg.cmd_moments)
+
+    def _view_alignment(self, full: Tensor, miss: Tensor) -> Tensor:
+        """CMD between the two views' fused vectors, squashed into (0, 1) by a sigmoid (CMD is
+        defined for bounded support; MISA applies it to sigmoid outputs). Neither side is
+        detached: with shared weights, a detached anchor made the missing view chase it by
+        shrinking the whole representation (collapse); a symmetric distance lets both meet."""
+        return self._cmd(torch.sigmoid(full), torch.sigmoid(miss))
+
+    def _difference(self, full: FSRFPass, present: dict[str, Tensor]) -> Tensor:
+        """Mean soft orthogonality within each modality's factor pairs plus the mean across the
+        modalities' h^p pairs (means, not sums: adding h^n must not triple the term's weight)."""
+        within = []
+        for m in self.modalities:
+            keep = present[m]
+            if int(keep.sum()) < 2:
+                continue
+            factors = [full.homo[m][keep], full.hetero[m][keep]]
+            if self.cfg.use_noise:
+                factors.append(full.noise_mean[m][keep])
+            within += [diff_loss(a, b) for i, a in enumerate(factors) for b in factors[i + 1 :]]
+        across = pairwise_over_present(full.hetero, present, diff_loss)
+        return across + (torch.stack(within).mean() if within else 0.0)
+
+    def _noise(self, full: FSRFPass, m: str) -> Tensor:
+        if not self.cfg.use_noise:
+            return torch.zeros_like(full.homo[m])
+        mean = full.noise_mean[m]
+        if self.training and self.cfg.noise_sample:
+            return mean + torch.randn_like(mean) * (0.5 * full.noise_logvar[m]).exp()
+        return mean
+
+    def _reconstruction(self, full: FSRFPass, present: dict[str, Tensor]) -> Tensor:
+        terms = []
+        for m in self.modalities:
+            keep = present[m]
+            if bool(keep.any()):
+                rebuilt = self.decoders[m](full.homo[m] + full.hetero[m] + self._noise(full, m))
+                terms.append(mse_loss(rebuilt[keep], full.utterance[m][keep].detach()))
+        return torch.stack(terms).mean() if terms else full.pred.sum() * 0.0
+
+    def _prior(self, full: FSRFPass, present: dict[str, Tensor]) -> Tensor:
+        terms = [gaussian_prior_kl(full.noise_mean[m][present[m]], full.noise_logvar[m][present[m]])
+                 for m in self.modalities if bool(present[m].any())]
+        return torch.stack(terms).mean() if terms else full.pred.sum() * 0.0
+
+    def _recovery(self, full: FSRFPass, miss: FSRFPass) -> Tensor:
+        """Samples whose modality m the missing view dropped: the recovered factors should match
+        the full view's true ones (targets detached: recovery follows the factors, not the reverse)."""
+        terms = []
+        for j, m in enumerate(self.modalities):
+            target = full.present[:, j] & miss.recovered[:, j]
+            if bool(target.any()):
+                terms.append(mse_loss(miss.homo[m][target], full.homo[m][target].detach())
+                             + mse_loss(miss.hetero[m][target], full.hetero[m][target].detach()))
+        return torch.stack(terms).mean() if terms else full.pred.sum() * 0.0
