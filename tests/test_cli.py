@@ -88,7 +88,7 @@ def test_protocol_out_of_range_is_a_one_line_error(small_mosi, tmp_path, capsys)
 
 
 def test_demo_runs_end_to_end_on_a_small_set(tmp_path, capsys):
-    code, out, _ = run(capsys, "demo", "--out", tmp_path, "--n", "90", "--seeds", "0", "--epochs", "1")
+    code, out, _ = run(capsys, "demo", "--out", tmp_path, "--n", "90", "--seeds", "0", "--epochs", "1", "--workers", "1")
     assert code == 0
     assert "| late_fusion |" in out and "| mean_impute |" in out and "0.7" in out
     assert (tmp_path / "results.csv").exists() and (tmp_path / "report.md").exists()

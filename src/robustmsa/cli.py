@@ -78,6 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--seeds", type=_ints, default=[0, 1, 2])
     demo.add_argument("--methods", default=None, help="default: late_fusion, mean_impute and every robust method present")
     demo.add_argument("--epochs", type=int, default=15)
+    demo.add_argument("--workers", type=int, default=2, help="parallel training processes (default 2, one per core)")
     return parser
 
 
@@ -250,7 +251,7 @@ def cmd_demo(args) -> int:
         print(f"synthesized MOSI-shaped data: {data_path}")
     methods = args.methods.split(",") if args.methods else None
     grid = make_grid("demo", [str(data_path)], methods, args.seeds, [f"train.epochs={args.epochs}"])
-    code = _bench(grid, out, command=" ".join(["robustmsa", *sys.argv[1:]]))
+    code = _bench(grid, out, args.workers, command=" ".join(["robustmsa", *sys.argv[1:]]))
     print(f"demo finished in {time.perf_counter() - start:.0f}s")
     return code
 
