@@ -194,6 +194,9 @@ def _pin_threads(threads: int) -> None:
     """Worker initializer: two workers on two cores must not each start two threads."""
     import torch
 
+    from robustmsa.console import install_warning_printer
+
+    install_warning_printer()
     torch.set_num_threads(threads)
     os.environ["OMP_NUM_THREADS"] = str(threads)
 

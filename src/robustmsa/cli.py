@@ -9,10 +9,11 @@ import argparse
 import os
 import sys
 import time
-import warnings
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing downloads at run time
+
+from robustmsa.console import install_warning_printer  # noqa: E402
 
 DEFAULT_RATES = "0,0.1,0.2,0.3,0.4,0.5,0.6,0.7"
 DEFAULT_METRICS = {"mosi": "acc2_non0,f1_non0,mae", "sims": "acc2,f1,mae", "classification": "acc,f1"}
@@ -88,21 +89,9 @@ def _device_args(p: argparse.ArgumentParser, devices: bool = True) -> None:
         p.add_argument("--devices", default="1", help="number of devices (Lightning Fabric)")
 
 
-_SHOWN_WARNINGS: set[str] = set()
-
-
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """One line per distinct warning (libraries reset warnings' own 'once' registry)."""
-    text = str(message)
-    if text not in _SHOWN_WARNINGS:
-        _SHOWN_WARNINGS.add(text)
-        print(f"robustmsa: warning: {text}", file=sys.stderr)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    warnings.simplefilter("always")
-    warnings.showwarning = _show_warning
+    install_warning_printer()
     try:
         return COMMANDS[args.command](args)
     except (ValueError, KeyError, FileNotFoundError, FloatingPointError) as error:
