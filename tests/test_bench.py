@@ -35,6 +35,7 @@ def test_second_run_trains_and_evaluates_nothing(tmp_path, monkeypatch):
     assert first.ran == 4 and first.cached == 0 and not first.failed
     assert len(first.rows) == 4 * 3 * 8  # jobs x protocol values x mosi metrics
     assert first.rows["trained"].all()
+    assert (first.rows["torch_threads"] >= 1).all()
 
     from robustmsa.training.trainer import Trainer
 

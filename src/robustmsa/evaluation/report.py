@@ -130,6 +130,8 @@ def bench_report(rows: pd.DataFrame, grid, out: str | Path, command: str = "") -
         f"- model selection: validation split only; tables on the `{rows['split'].iloc[0]}` split",
         f"- metric definitions: {METRICS_VERSION}",
     ]
+    if "torch_threads" in rows:  # same seed gives the same numbers only at the same thread count
+        lines.append(f"- torch threads per training run: {sorted(set(rows['torch_threads']))}")
     if grid.skipped_methods:
         lines.append(f"- not registered, so not run: {', '.join(grid.skipped_methods)}")
     plots = []
