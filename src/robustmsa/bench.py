@@ -25,6 +25,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from robustmsa.data.io import atomic_write_text
+from robustmsa.missing import standard_subsets
 
 MODALITY_RATES = ["0", "0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7"]
 FRAME_RATES = [f"{p / 10:g}" for p in range(11)]
@@ -79,11 +80,9 @@ class Grid:
 
 # --------------------------------------------------------------------------- presets
 
-def _subset_protocols(modalities: int = 3) -> list[str]:
-    names = ["l", "a", "v"][:modalities]
-    singles = [f"subset:{n}" for n in names]
-    pairs = [f"subset:{a},{b}" for i, a in enumerate(names) for b in names[i + 1:]]
-    return singles + pairs[: len(pairs) if modalities > 2 else 0] + ["none"]
+def _subset_protocols(modalities: tuple[str, ...] = ("text", "audio", "vision")) -> list[str]:
+    """The six incomplete kept sets of FSRF-style tables, then complete data."""
+    return [str(p) for p in standard_subsets(modalities)] + ["none"]
 
 
 def _disrupt_protocols(modalities: list[str]) -> list[str]:
@@ -100,7 +99,7 @@ PRESETS = {
     ),
     "fsrf-table": dict(
         methods=["late_fusion", "mean_impute", "misa", "mult_lite", "fsrf"], datasets=["synthetic:mosi"],
-        protocols=_subset_protocols(3), metrics={"mosi": ["f1_non0", "acc2_non0", "mae"]},
+        protocols=_subset_protocols(), metrics={"mosi": ["f1_non0", "acc2_non0", "mae"]},
     ),
     "drf-table": dict(
         methods=["late_fusion", "mean_impute", "misa", "drf", "fsrf"], datasets=["synthetic:mvsa"],
