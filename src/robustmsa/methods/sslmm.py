@@ -1,0 +1,312 @@
+"""SSLMM: Semi-Supervised Learning with Missing Modalities (Information Fusion 120, 2025).
+
+The design of METHODS.md:
+
+    graph       each modality's sequence is projected to d and pooled into <= S segments (the
+                shared pool encoder, windows of ceil(L/S) frames); a segment is a node carrying a
+                modality and a segment-position embedding. T rounds of an intra-modal step
+                (a node hears the nodes of its own modality) then an inter-modal step (only the
+                nodes of the other modalities); missing modalities and empty segments neither
+                send nor receive (nn/graph.py). Read-out: masked attention pooling -> head.
+    pre-train   self-supervised, all training samples, no labels. Two randomly masked views
+                (whole modalities and random segments dropped): masked node modelling, i.e.
+                the dropped nodes' projected features are rebuilt from what the view's graph
+                holds, plus InfoNCE between the two views' read-outs.
+    fine-tune   semi-supervised. Task loss on the labeled samples (on a weakly masked view);
+                on the unlabeled ones, consistency between the student on a strongly masked
+                view and a mean teacher (EMA 0.99) on weakly masked views, weighted by the
+                teacher's confidence; modality reconstruction of the modalities the strong view
+                dropped, on every sample.
+
+Choices METHODS.md leaves open (each is a config option or stated here):
+  * Views are drawn on the nodes after encoding: dropping a node from the graph is the same as
+    dropping its segment's frames, and the encoder runs once per batch. Modality dropout is the
+    shared LNLN-style policy (`random_modality_dropout`); segment dropout draws a per-sample rate
+    ~ U(0, max) (`random_frame_dropout` on the node mask); a view always keeps one node.
+  * Reconstruction targets are the encoder's node features, detached and layer-normalised
+    (MAE's normalised targets): the encoder cannot shrink them to make the loss small.
+    Decoder queries are the target's modality + segment embeddings plus the view's read-out.
+  * InfoNCE is on the L2-normalised read-outs themselves (no projection head): the read-out is
+    what the head sees, so that is what should not depend on which modalities are there.
+  * The teacher is reset to the (pre-trained) student when fine-tuning starts, then follows it by
+    EMA with the mean-teacher warm-up min(1 - 1/(step+1), ema_decay); the consistency weight ramps
+    up as exp(-5 (1 - t)^2) over `rampup_steps`, since the teacher's head starts untrained.
+  * Teacher confidence: two weakly masked teacher views. Classification: the max probability of
+    their mean; regression: exp(-(p1 - p2)^2 / sigma^2) with sigma = confidence_scale * label
+    range. Consistency is confidence-weighted MSE (regression) or KL (classification).
+  * Fine-tuning uses the unlabeled samples when consistency or reconstruction is on; with both
+    off it is a supervised graph model on the labeled part.
+  * Training-time randomness (views, dropout) draws from torch's RNG, which the trainer seeds per
+    run and saves in the resume state, like every other method's augmentation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from robustmsa.data.batch import Batch
+from robustmsa.methods.base import Method, Output, Phase, register_method
+from robustmsa.missing import random_frame_dropout, random_modality_dropout
+from robustmsa.nn.encoders import ModalityEncoders, mlp
+from robustmsa.nn.graph import AttentionReadout, GraphMessagePassing, NodeQueryDecoder
+
+PRETRAIN, FINETUNE = "pretrain", "finetune"
+
+
+@dataclass
+class SSLMMConfig:
+    # graph
+    d: int = 32
+    segments: int = 8  # S: nodes per modality (at most)
+    rounds: int = 3  # T
+    heads: int = 4  # d must be divisible by heads
+    encoder: str = "pool"  # node projection: pool (frame MLP) or conv
+    dropout: float = 0.1
+    message_passing: str = "alternate"  # alternate | intra | inter
+    # pre-training (self-supervised)
+    pretrain_epochs: int = 10
+    pretrain_lr: float = 1e-3
+    pretrain_segment_drop: float = 0.5  # per-view segment drop rate ~ U(0, this)
+    temperature: float = 0.2  # InfoNCE
+    w_mnm: float = 1.0
+    w_contrast: float = 1.0
+    # fine-tuning (semi-supervised)
+    weak_complete_fraction: float = 0.5  # weak view: this fraction of samples keeps every modality
+    weak_segment_drop: float = 0.1
+    strong_segment_drop: float = 0.5  # strong view: every sample may lose modalities, and segments
+    ema_decay: float = 0.99
+    rampup_steps: int = 100
+    confidence_scale: float = 0.1  # regression: sigma as a fraction of the label range
+    w_consistency: float = 1.0
+    w_recon: float = 1.0
+    # ablation switches
+    use_pretrain: bool = True
+    use_consistency: bool = True
+    use_recon: bool = True
+
+
+@dataclass
+class GraphPass:
+    """One pass of the graph over one view: node states, read-out, prediction."""
+
+    node_mask: Tensor  # (B, N) bool: the view's valid nodes
+    states: Tensor  # (B, N, d)
+    readout: Tensor  # (B, d)
+    readout_weights: Tensor  # (B, N)
+    pred: Tensor
+
+
+class SSLMMNet(nn.Module):
+    """Encoders -> segment nodes -> message passing -> read-out -> head (the student, and without
+    its decoder, the teacher)."""
+
+    def __init__(self, spec, cfg: SSLMMConfig, num_outputs: int, with_decoder: bool = True):
+        super().__init__()
+        d = cfg.d
+        self.num_outputs = num_outputs
+        self.modalities = spec.modality_names
+        self.encoders = ModalityEncoders(spec, d, cfg.encoder, cfg.dropout, max_frames=cfg.segments)
+        counts = [math.ceil(m.max_len / math.ceil(m.max_len / cfg.segments)) for m in spec.modalities]
+        self.register_buffer("groups", torch.cat([torch.full((c,), j) for j, c in enumerate(counts)]), persistent=False)
+        self.register_buffer("segment", torch.cat([torch.arange(c) for c in counts]), persistent=False)
+        self.modality_embedding = nn.Parameter(0.02 * torch.randn(len(counts), d))
+        self.segment_embedding = nn.Parameter(0.02 * torch.randn(max(counts), d))
+        self.graph = GraphMessagePassing(d, cfg.rounds, cfg.heads, cfg.message_passing, cfg.dropout)
+        self.readout = AttentionReadout(d)
+        self.head = mlp(d, d, num_outputs, cfg.dropout)
+        if with_decoder:
+            self.decoder = NodeQueryDecoder(d, d, cfg.heads, cfg.dropout)
+
+    def encode(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        """(node features (B, N, d) before any embedding, node mask (B, N)); a node is valid when
+        its modality is present and its segment holds at least one kept frame."""
+        states, masks, _ = self.encoders(batch)
+        features = torch.cat([states[m] for m in self.modalities], dim=1)
+        node_mask = torch.cat([masks[m] for m in self.modalities], dim=1) & batch.present[:, self.groups]
+        return features * node_mask.unsqueeze(-1).to(features.dtype), node_mask
+
+    def node_embedding(self) -> Tensor:
+        """(N, d): which modality and which segment each node is."""
+        return self.modality_embedding[self.groups] + self.segment_embedding[self.segment]
+
+    def run(self, features: Tensor, node_mask: Tensor) -> GraphPass:
+        nodes = features + self.node_embedding()
+        states = self.graph(nodes, self.groups, node_mask)
+        readout, weights = self.readout(states, node_mask)
+        pred = self.head(readout)
+        return GraphPass(node_mask, states, readout, weights, pred.squeeze(-1) if self.num_outputs == 1 else pred)
+
+    def reconstruct(self, view: GraphPass) -> Tensor:
+        """(B, N, d): every node's features as the view's graph predicts them."""
+        queries = self.node_embedding().unsqueeze(0) + view.readout.unsqueeze(1)
+        return self.decoder(queries, view.states, view.node_mask)
+
+
+def masked_view(node_mask: Tensor, groups: Tensor, complete_fraction: float, segment_drop: float) -> tuple[Tensor, Tensor]:
+    """A randomly masked view: (node mask (B, N), kept modalities (B, M)). Whole modalities go by
+    the LNLN-style policy, then segments with a per-sample rate ~ U(0, segment_drop); a sample that
+    had a node keeps at least one."""
+    present = torch.stack([(node_mask & (groups == j)).any(dim=1) for j in range(int(groups.max()) + 1)], dim=1)
+    kept = random_modality_dropout(present, complete_fraction=complete_fraction)
+    view = random_frame_dropout(node_mask & kept[:, groups], segment_drop)
+    lost = node_mask.any(dim=1) & ~view.any(dim=1)
+    if bool(lost.any()):  # give back one random node of the kept modalities
+        scores = torch.rand(node_mask.shape, device=node_mask.device).masked_fill(~(node_mask & kept[:, groups]), -1.0)
+        rescue = torch.zeros_like(view).scatter_(1, scores.argmax(dim=1, keepdim=True), True)
+        view = view | (rescue & lost.unsqueeze(1))
+    return view, kept
+
+
+def info_nce(a: Tensor, b: Tensor, temperature: float) -> Tensor:
+    """Symmetric InfoNCE: row i of `a` and row i of `b` are the positive pair, the other rows of the
+    batch the negatives. a, b (B, d)."""
+    a, b = F.normalize(a, dim=-1), F.normalize(b, dim=-1)
+    logits = a @ b.t() / temperature
+    target = torch.arange(a.shape[0], device=a.device)
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
+
+
+@register_method("sslmm")
+class SSLMM(Method):
+    """Graph message passing over modality segments, self-supervised pre-training, and
+    mean-teacher semi-supervised fine-tuning with modality reconstruction."""
+
+    config_class = SSLMMConfig
+
+    def __init__(self, spec, cfg: SSLMMConfig):
+        super().__init__(spec, cfg)
+        if cfg.d % cfg.heads:
+            raise ValueError(f"sslmm: d={cfg.d} is not divisible by heads={cfg.heads}")
+        self.student = SSLMMNet(spec, cfg, self.num_outputs)
+        self.teacher = SSLMMNet(spec, cfg, self.num_outputs, with_decoder=False)
+        self.teacher.requires_grad_(False)  # moved by EMA in after_step, never by the optimizer
+        self.register_buffer("ema_steps", torch.zeros((), dtype=torch.long))
+        self.register_buffer("teacher_ready", torch.zeros((), dtype=torch.bool))
+        self._phase = FINETUNE
+        label = spec.label
+        self.label_range = (label.high - label.low) if label.is_regression and label.high is not None else 6.0
+
+    def phases(self) -> list[Phase]:
+        cfg = self.cfg
+        finetune = Phase(FINETUNE, uses_unlabeled=cfg.use_consistency or cfg.use_recon)
+        if not cfg.use_pretrain:
+            return [finetune]
+        return [Phase(PRETRAIN, epochs=cfg.pretrain_epochs, lr=cfg.pretrain_lr, select=False, uses_unlabeled=True), finetune]
+
+    def forward(self, batch: Batch) -> Output:
+        features, node_mask = self.student.encode(batch)
+        result = self.student.run(features, node_mask)
+        weights = result.readout_weights
+        per_modality = torch.stack([weights[:, self.student.groups == j].sum(1) for j in range(len(self.modalities))], 1)
+        return Output(result.pred, {"modality_attention": per_modality})
+
+    # --- training -----------------------------------------------------------------------
+    def loss(self, batch: Batch, phase: str) -> dict[str, Tensor]:
+        self._phase = phase
+        return self.pretrain_loss(batch) if phase == PRETRAIN else self.finetune_loss(batch)
+
+    def pretrain_loss(self, batch: Batch) -> dict[str, Tensor]:
+        cfg, net = self.cfg, self.student
+        features, node_mask = net.encode(batch)
+        views = [net.run(features, masked_view(node_mask, net.groups, 0.0, cfg.pretrain_segment_drop)[0])
+                 for _ in range(2)]
+        target = F.layer_norm(features.detach(), features.shape[-1:])
+        mnm = torch.stack([self._rebuild_error(view, target, node_mask & ~view.node_mask) for view in views]).mean()
+        usable = node_mask.any(dim=1)  # a sample with no node at all has nothing to contrast
+        contrast = (info_nce(views[0].readout[usable], views[1].readout[usable], cfg.temperature)
+                    if int(usable.sum()) >= 2 else mnm * 0.0)
+        total = cfg.w_mnm * mnm + cfg.w_contrast * contrast
+        return {"loss": total, "mnm": mnm, "contrast": contrast}
+
+    def finetune_loss(self, batch: Batch) -> dict[str, Tensor]:
+        cfg, net = self.cfg, self.student
+        features, node_mask = net.encode(batch)
+        weak_mask, _ = masked_view(node_mask, net.groups, cfg.weak_complete_fraction, cfg.weak_segment_drop)
+        task = self.task_loss(net.run(features, weak_mask).pred, batch)
+        zero = task.new_zeros(())
+        unlabeled = ~batch.labeled
+        need_strong = cfg.use_recon or (cfg.use_consistency and bool(unlabeled.any()))
+        if not need_strong:
+            return {"loss": task, "task": task, "consistency": zero, "recon": zero, "ramp": zero}
+        strong_mask, kept = masked_view(node_mask, net.groups, 0.0, cfg.strong_segment_drop)
+        strong = net.run(features, strong_mask)
+        recon = zero
+        if cfg.use_recon:  # nodes of modalities the strong view dropped, that the sample had
+            dropped = node_mask & ~kept[:, net.groups]
+            target = F.layer_norm(features.detach(), features.shape[-1:])
+            recon = self._rebuild_error(strong, target, dropped)
+        consistency, ramp = zero, zero
+        if cfg.use_consistency and bool(unlabeled.any()):
+            consistency = self._consistency(batch, strong.pred, unlabeled)
+            ramp = task.new_tensor(self.rampup())
+        total = task + cfg.w_consistency * ramp * consistency + cfg.w_recon * recon
+        return {"loss": total, "task": task, "consistency": consistency, "recon": recon, "ramp": ramp}
+
+    def _rebuild_error(self, view: GraphPass, target: Tensor, which: Tensor) -> Tensor:
+        """Mean squared error of the rebuilt features on the nodes `which` (B, N)."""
+        if not bool(which.any()):
+            return view.readout.sum() * 0.0  # keeps the graph: nothing to rebuild in this batch
+        rebuilt = self.student.reconstruct(view)
+        return F.mse_loss(rebuilt[which], target[which])
+
+    @torch.no_grad()
+    def teacher_targets(self, batch: Batch, rows: Tensor) -> tuple[Tensor, Tensor]:
+        """(target, confidence) for the samples `rows` (B,) bool, from two weakly masked views
+        through the teacher (run on those samples only: the teacher costs nothing on the rest)."""
+        self._sync_teacher_once()
+        cfg, net = self.cfg, self.teacher
+        features, node_mask = net.encode(batch)
+        features, node_mask = features[rows], node_mask[rows]
+        preds = [net.run(features, masked_view(node_mask, net.groups, cfg.weak_complete_fraction,
+                                               cfg.weak_segment_drop)[0]).pred for _ in range(2)]
+        if self.spec.label.is_regression:
+            sigma = cfg.confidence_scale * self.label_range
+            return 0.5 * (preds[0] + preds[1]), torch.exp(-((preds[0] - preds[1]) / sigma) ** 2)
+        probs = 0.5 * (preds[0].softmax(-1) + preds[1].softmax(-1))
+        return probs, probs.max(dim=-1).values
+
+    def _consistency(self, batch: Batch, student_pred: Tensor, unlabeled: Tensor) -> Tensor:
+        """Confidence-weighted distance of the student (strong view) to the teacher's targets,
+        averaged over the unlabeled samples."""
+        target, confidence = self.teacher_targets(batch, unlabeled)
+        student_pred = student_pred[unlabeled]
+        if self.spec.label.is_regression:
+            error = (student_pred - target) ** 2
+        else:
+            error = (target * (target.clamp_min(1e-8).log() - student_pred.log_softmax(-1))).sum(-1)
+        return (confidence * error).mean()
+
+    def rampup(self) -> float:
+        """Consistency weight factor in (0, 1]: exp(-5 (1 - t)^2), t = EMA steps / rampup_steps."""
+        if self.cfg.rampup_steps <= 0:
+            return 1.0
+        t = min(1.0, int(self.ema_steps) / self.cfg.rampup_steps)
+        return math.exp(-5.0 * (1.0 - t) ** 2)
+
+    # --- the mean teacher ---------------------------------------------------------------
+    def _sync_teacher_once(self) -> None:
+        """Fine-tuning starts with the teacher equal to the (pre-trained) student."""
+        if not bool(self.teacher_ready):
+            student = self.student.state_dict()
+            self.teacher.load_state_dict({name: student[name] for name in self.teacher.state_dict()})
+            self.teacher_ready.fill_(True)
+
+    @torch.no_grad()
+    def after_step(self) -> None:
+        """EMA update of the teacher after each fine-tuning optimizer step."""
+        if self._phase != FINETUNE:
+            return
+        self._sync_teacher_once()
+        decay = min(1.0 - 1.0 / (int(self.ema_steps) + 2), self.cfg.ema_decay)
+        student = dict(self.student.named_parameters())
+        for name, param in self.teacher.named_parameters():
+            param.lerp_(student[name], 1.0 - decay)
+        student_buffers = dict(self.student.named_buffers())
+        for name, buffer in self.teacher.named_buffers():
+            buffer.copy_(student_buffers[name])
+        self.ema_steps += 1

@@ -1,0 +1,261 @@
+"""SSLMM and its graph block: masks in message passing, intra/inter separation, label scarcity,
+pre-training, the mean teacher, and learning."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_tiny_dataset
+from robustmsa.bench import make_grid
+from robustmsa.config import RunConfig, apply_overrides
+from robustmsa.data.batch import SplitTensors
+from robustmsa.evaluation.evaluate import evaluate
+from robustmsa.methods.base import create_method, method_class
+from robustmsa.missing import label_strata, labeled_mask
+from robustmsa.nn.graph import AttentionReadout, GraphMessagePassing, MessageStep, relation_mask, step_kinds
+from robustmsa.training.checkpoint import load_checkpoint, load_weights
+from robustmsa.training.trainer import Trainer
+
+GROUPS = torch.tensor([0, 0, 1, 1, 2, 2])  # three modalities, two segment nodes each
+D = 8
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Many small ops: a second intra-op thread on a busy 2-core machine costs ~10x in spin waits."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    return make_tiny_dataset(n=96, seed=1)
+
+
+def toy_nodes(batch: int = 4, seed: int = 0) -> torch.Tensor:
+    return torch.randn(batch, len(GROUPS), D, generator=torch.Generator().manual_seed(seed))
+
+
+def run_config(*overrides: str) -> RunConfig:
+    base = ["train.batch_size=16", "method.d=16", "train.patience=20", "method.pretrain_epochs=2"]
+    return apply_overrides(RunConfig("sslmm"), base + list(overrides), method_class("sslmm").config_class)
+
+
+# ------------------------------------------------------------------------------ graph
+
+
+def test_missing_nodes_neither_send_nor_receive():
+    torch.manual_seed(0)
+    graph, readout = GraphMessagePassing(D, rounds=3, heads=2).eval(), AttentionReadout(D).eval()
+    nodes = toy_nodes()
+    mask = torch.ones(4, len(GROUPS), dtype=torch.bool)
+    mask[0, 2:4] = False  # sample 0: modality 1 missing
+    mask[1, 5] = False  # sample 1: one padded segment
+    mask[2, :2] = mask[2, 4:] = False  # sample 2: only modality 1 left
+    states = graph(nodes, GROUPS, mask)
+    pooled, weights = readout(states, mask)
+
+    perturbed = torch.where(mask.unsqueeze(-1), nodes, 1e3 * torch.randn_like(nodes))
+    states_p = graph(perturbed, GROUPS, mask)
+    pooled_p, _ = readout(states_p, mask)
+    torch.testing.assert_close(states_p, states)
+    torch.testing.assert_close(pooled_p, pooled)
+    assert (states[~mask] == 0).all()  # a missing node receives nothing: its state stays zero
+    assert (weights[~mask] == 0).all() and torch.allclose(weights.sum(1), torch.ones(4))
+
+    # A valid node's value does reach the read-out (the test above could not pass by ignoring inputs).
+    changed = nodes.clone()
+    changed[0, 0] += 3.0 * torch.randn(D)  # not a constant shift: LayerNorm would remove that
+    assert not torch.allclose(readout(graph(changed, GROUPS, mask), mask)[0][0], pooled[0])
+
+
+def test_intra_steps_stay_inside_a_modality_and_inter_steps_leave_it():
+    torch.manual_seed(0)
+    graph = GraphMessagePassing(D, rounds=2, heads=2).eval()
+    mask = torch.ones(4, len(GROUPS), dtype=torch.bool)
+    mask[3, 4:] = False  # one sample without modality 2
+    _, attention = graph(toy_nodes(), GROUPS, mask, return_attention=True)
+    assert [kind for kind, _ in attention] == ["intra", "inter", "intra", "inter"]
+    same = (GROUPS[:, None] == GROUPS[None, :]).expand(4, 2, -1, -1)
+    for kind, weights in attention:  # (B, heads, receivers, senders)
+        crossing = weights[~same] if kind == "intra" else weights[same]
+        assert (crossing == 0).all(), kind
+        assert (weights[3, :, :, 4:] == 0).all()  # the missing modality sends nothing
+        assert torch.allclose(weights[:3].sum(-1), torch.ones(3, 2, len(GROUPS)))
+
+
+@pytest.mark.parametrize("kind, reached", [("intra", [0, 1]), ("inter", [0, 2, 3, 4, 5])])
+def test_one_step_moves_information_only_along_its_edges(kind, reached):
+    torch.manual_seed(0)
+    step = MessageStep(D, heads=2, dropout=0.0).eval()
+    mask = torch.ones(4, len(GROUPS), dtype=torch.bool)
+    allowed = relation_mask(GROUPS, kind).expand(4, -1, -1)
+    nodes = toy_nodes()
+    out, _ = step(nodes, allowed, mask)
+    nodes_p = nodes.clone()
+    nodes_p[:, 0] += 3.0 * torch.randn(D)  # perturb node 0 (modality 0, segment 0)
+    out_p, _ = step(nodes_p, allowed, mask)
+    moved = [j for j in range(len(GROUPS)) if not torch.allclose(out[:, j], out_p[:, j])]
+    assert moved == reached
+
+
+def test_message_modes_and_bad_mode():
+    assert step_kinds(3, "intra") == ["intra"] * 6 and step_kinds(1, "inter") == ["inter"] * 2
+    with pytest.raises(ValueError, match="message passing mode 'both'"):
+        step_kinds(3, "both")
+    with pytest.raises(ValueError, match="message passing mode"):
+        create_method("sslmm", make_tiny_dataset(n=8).spec, message_passing="both")
+
+
+# ------------------------------------------------------------------- label scarcity
+
+
+def test_labeled_split_is_exact_stratified_and_seeded(dataset, tmp_path, monkeypatch):
+    """The trainer gives SSLMM every training sample with the seeded, stratified labeled flags,
+    and a supervised method only the labeled part."""
+    seen: dict[str, list] = {}
+    def spy(self, fabric, model, method, optimizer, data, *args, **kwargs):
+        seen.setdefault(method.name, []).append(data.labeled.numpy().copy() if len(data) == 96 else len(data))
+        return {}  # only what each phase is given matters here
+
+    monkeypatch.setattr(Trainer, "_train_epoch", spy)
+    Trainer(tmp_path, verbose=False).fit(run_config("labeled_ratio=0.5", "train.epochs=1"), dataset, seed=3)
+    late = apply_overrides(RunConfig("late_fusion"), ["labeled_ratio=0.5", "train.epochs=1", "method.d=8"],
+                           method_class("late_fusion").config_class)
+    Trainer(tmp_path, verbose=False).fit(late, dataset, seed=3)
+
+    labels = dataset["train"].labels
+    expected = labeled_mask(labels, 0.5, seed=3, family="mosi")
+    assert len(seen["sslmm"]) == 3  # pretrain epochs 1-2, then fine-tuning: all on all 96 samples
+    assert all((flags == expected).all() for flags in seen["sslmm"])
+    assert seen["late_fusion"] == [48]
+    assert expected.sum() == 48
+    strata = label_strata(labels, "mosi")
+    for stratum in np.unique(strata):
+        assert abs(expected[strata == stratum].sum() - 0.5 * (strata == stratum).sum()) <= 1
+    assert (labeled_mask(labels, 0.5, seed=3, family="mosi") == expected).all()
+    assert (labeled_mask(labels, 0.5, seed=4, family="mosi") != expected).any()
+
+
+def test_unlabeled_samples_are_used_but_their_labels_never_are(dataset):
+    torch.manual_seed(0)
+    method = create_method("sslmm", dataset.spec, d=16)
+    labeled = np.arange(96) % 2 == 0
+    tensors = SplitTensors(dataset["train"], dataset.spec, labeled=labeled)
+    batch = tensors.batch(slice(0, 32))
+    method.train()
+    torch.manual_seed(1)
+    losses = method.loss(batch, "finetune")
+    assert float(losses["consistency"].detach()) > 0  # the unlabeled half feeds the mean-teacher term
+    scrambled = type(batch)(**{**batch.__dict__, "labels": torch.where(batch.labeled, batch.labels, batch.labels + 7)})
+    torch.manual_seed(1)
+    again = method.loss(scrambled, "finetune")
+    assert all(torch.equal(losses[k], again[k]) for k in losses)
+    all_labeled = type(batch)(**{**batch.__dict__, "labeled": torch.ones_like(batch.labeled)})
+    assert float(method.loss(all_labeled, "finetune")["consistency"]) == 0.0
+
+
+def test_phases_follow_the_ablation_switches(dataset):
+    spec = dataset.spec
+    full = create_method("sslmm", spec).phases()
+    assert [(p.name, p.select, p.uses_unlabeled) for p in full] == [("pretrain", False, True), ("finetune", True, True)]
+    assert [p.name for p in create_method("sslmm", spec, use_pretrain=False).phases()] == ["finetune"]
+    supervised = create_method("sslmm", spec, use_consistency=False, use_recon=False).phases()[-1]
+    assert not supervised.uses_unlabeled
+
+
+# ---------------------------------------------------------------------- pre-training
+
+
+def test_pretraining_loss_falls(dataset):
+    torch.manual_seed(0)
+    method = create_method("sslmm", dataset.spec, d=16, dropout=0.0)
+    tensors = SplitTensors(dataset["train"], dataset.spec, labeled=np.zeros(96, dtype=bool))
+    optimizer = torch.optim.AdamW(method.parameters(), lr=3e-3)
+
+    def measured() -> dict[str, float]:
+        torch.manual_seed(123)  # the same views before and after training
+        with torch.no_grad():
+            return {k: float(v) for k, v in method.loss(tensors.batch(slice(None)), "pretrain").items()}
+
+    before = measured()
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(8):
+        for batch in tensors.batches(32, generator):
+            loss = method.loss(batch, "pretrain")["loss"]
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    after = measured()
+    assert after["loss"] < 0.85 * before["loss"]
+    assert after["mnm"] < before["mnm"] and after["contrast"] < before["contrast"]
+
+
+# ----------------------------------------------------------------------- mean teacher
+
+
+def test_teacher_moves_only_by_ema_in_after_step(dataset):
+    torch.manual_seed(0)
+    method = create_method("sslmm", dataset.spec, d=16)
+    assert not any(p.requires_grad for p in method.teacher.parameters())
+    trainable = [p for p in method.parameters() if p.requires_grad]
+    assert not {id(p) for p in method.teacher.parameters()} & {id(p) for p in trainable}
+    optimizer = torch.optim.AdamW(trainable, lr=1e-2)
+    tensors = SplitTensors(dataset["train"], dataset.spec, labeled=np.arange(96) % 2 == 0)
+    method.train()
+
+    method.loss(tensors.batch(slice(0, 32)), "finetune")["loss"].backward()  # syncs teacher := student
+    snapshot = {k: v.clone() for k, v in method.teacher.state_dict().items()}
+    torch.testing.assert_close(snapshot["head.0.weight"], method.student.head[0].weight.detach())
+    optimizer.step()
+    assert all(torch.equal(v, snapshot[k]) for k, v in method.teacher.state_dict().items())
+    student = method.student.head[0].weight.detach().clone()
+    assert not torch.equal(student, snapshot["head.0.weight"])
+
+    method.after_step()  # first EMA step: decay min(1 - 1/2, 0.99) = 0.5
+    torch.testing.assert_close(method.teacher.head[0].weight, 0.5 * snapshot["head.0.weight"] + 0.5 * student)
+    assert int(method.ema_steps) == 1
+
+    method.loss(tensors.batch(slice(0, 32)), "pretrain")
+    frozen = {k: v.clone() for k, v in method.teacher.state_dict().items()}
+    method.after_step()  # pre-training steps leave the teacher alone
+    assert all(torch.equal(v, frozen[k]) for k, v in method.teacher.state_dict().items())
+
+
+def test_teacher_is_saved_in_the_checkpoint_and_training_learns(dataset, tmp_path):
+    torch.manual_seed(0)
+    untrained = evaluate(create_method("sslmm", dataset.spec, d=16), dataset, "valid")
+    run = run_config("labeled_ratio=0.5", "method.pretrain_epochs=1", "train.epochs=6")
+    result = Trainer(tmp_path, verbose=False).fit(run, dataset, seed=0)
+    weights = load_weights(result.path / "model.safetensors")
+    assert any(k.startswith("teacher.") for k in weights) and int(weights["ema_steps"]) > 0
+    checkpoint = load_checkpoint(result.path)
+    method = checkpoint.method
+    torch.testing.assert_close(method.teacher.head[0].weight, weights["teacher.head.0.weight"])
+    assert not torch.equal(method.teacher.head[0].weight, method.student.head[0].weight)
+
+    log = [json.loads(line) for line in (result.path / "log.jsonl").read_text().splitlines()]
+    assert [r["phase"] for r in log] == ["pretrain"] + ["finetune"] * 6 and "valid" not in log[0]
+    trained = evaluate(method, dataset, "valid")
+    assert trained["mae"] < 0.6 * untrained["mae"]
+    assert trained["acc2_non0"] > 80.0  # an untrained net can rank this planted signal by chance too
+
+
+# ---------------------------------------------------------------------------- bench
+
+
+def test_ablation_preset_has_one_variant_per_component():
+    grid = make_grid("sslmm-ablation", seeds=[0])
+    assert grid.methods == ["sslmm"] and grid.protocols == ["modality:0.5"]
+    assert "data.labeled_ratio=0.5" in grid.overrides
+    assert list(grid.variants) == ["full", "no pre-training", "no unlabeled consistency", "no reconstruction",
+                                   "intra-only", "inter-only"]
+    for extra in grid.variants.values():  # every variant is a valid run config
+        apply_overrides(RunConfig("sslmm"), grid.overrides + extra, method_class("sslmm").config_class)
+    assert len({job.key for job in grid.jobs()}) == 6 * len(grid.datasets)
