@@ -69,6 +69,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--methods", default=None, help="comma-separated (default: the preset's)")
     bench.add_argument("--seeds", type=_ints, default=None, help="default 0,1,2")
     bench.add_argument("--workers", type=int, default=1, help="parallel training processes")
+    bench.add_argument("--threads", type=int, default=1,
+                       help="torch threads per run (default 1, whatever --workers is: same numbers however scheduled)")
     bench.add_argument("--backend", default="local", choices=["local", "ray"])
     bench.add_argument("--out", default=None, help="output folder (default bench/<preset>)")
     bench.add_argument("overrides", nargs="*", help="key=value for every run")
@@ -205,17 +207,17 @@ def cmd_bench(args) -> int:
 
     grid = make_grid(args.preset, args.data, args.methods.split(",") if args.methods else None, args.seeds, args.overrides)
     out = Path(args.out or Path("bench") / args.preset)
-    return _bench(grid, out, args.workers, args.backend, " ".join(["robustmsa", *sys.argv[1:]]))
+    return _bench(grid, out, args.workers, args.backend, " ".join(["robustmsa", *sys.argv[1:]]), args.threads)
 
 
-def _bench(grid, out: Path, workers: int = 1, backend: str = "local", command: str = "") -> int:
+def _bench(grid, out: Path, workers: int = 1, backend: str = "local", command: str = "", threads: int = 1) -> int:
     from robustmsa.bench import run_grid
     from robustmsa.data.io import atomic_write_text
     from robustmsa.evaluation.report import bench_report
 
     for name in grid.skipped_methods:
         print(f"note: method {name!r} is not registered yet; its row is omitted")
-    result = run_grid(grid, out, workers=workers, backend=backend)
+    result = run_grid(grid, out, workers=workers, backend=backend, threads=threads)
     for failure in result.failed:
         print(f"failed: {failure}", file=sys.stderr)
     if not len(result.rows):

@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import warnings
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import combinations
 
 import numpy as np
 import torch
 
-from robustmsa.data.batch import MissingPattern
+from robustmsa.data.batch import Batch, MissingPattern
 from robustmsa.data.schema import MODALITY_ALIASES, DatasetSpec, Split
 
 PROTOCOL_NAMES = ("none", "modality", "subset", "frame", "disrupt")
@@ -396,16 +396,20 @@ def random_modality_dropout(
     and drops each present modality with probability r, but keeps one (at random) if all would
     go, because a sample with nothing left teaches the model nothing.
     """
-    batch, _ = present.shape
-    order = torch.randperm(batch, generator=generator, device=present.device)
-    complete = order < round(complete_fraction * batch)
-    rate = _uniform((batch, 1), present, generator)
+    complete = _complete_rows(present, complete_fraction, generator)
+    rate = _uniform((present.shape[0], 1), present, generator)
     kept = present & ~(_uniform(tuple(present.shape), present, generator) < rate)
     kept |= complete[:, None] & present
     emptied = ~kept.any(dim=1) & present.any(dim=1)
     scores = _uniform(tuple(present.shape), present, generator).masked_fill(~present, -1.0)
     rescue = torch.zeros_like(present).scatter_(1, scores.argmax(dim=1, keepdim=True), True)
     return kept | (rescue & emptied[:, None])
+
+
+def _complete_rows(present: torch.Tensor, fraction: float, generator: torch.Generator | None) -> torch.Tensor:
+    """(B,) bool: exactly round(fraction * B) random rows that an augmentation leaves whole."""
+    batch = present.shape[0]
+    return torch.randperm(batch, generator=generator, device=present.device) < round(fraction * batch)
 
 
 def random_frame_dropout(
@@ -417,3 +421,27 @@ def random_frame_dropout(
     """
     rate = _uniform((frame_mask.shape[0],) + (1,) * (frame_mask.dim() - 1), frame_mask, generator) * p_max
     return frame_mask & ~(_uniform(tuple(frame_mask.shape), frame_mask, generator) < rate)
+
+
+def training_missing_view(
+    batch: Batch, complete_fraction: float, frame_drop_max: float, generator: torch.Generator | None = None
+) -> Batch:
+    """The one training-time missing augmentation every method shares (so tables compare methods,
+    not augmentations): `random_modality_dropout` (inter-modality) and, on the samples it did not
+    keep whole, `random_frame_dropout` of the surviving frames (intra-modality).
+
+    FSRF's DAS missing view is this with complete_fraction = 0 (its full view covers complete data);
+    the supervised baselines use complete_fraction = 0.5, i.e. half clean, half augmented per batch,
+    the same mix FSRF's averaged two-view task loss sees.
+    """
+    complete = _complete_rows(batch.present, complete_fraction, generator)
+    dropped = random_modality_dropout(batch.present, generator, complete_fraction=0.0)
+    view = batch.with_present(torch.where(complete[:, None], batch.present, dropped))
+    if frame_drop_max <= 0:
+        return view
+    frame_mask, features = {}, {}
+    for m in view.modalities:
+        keep = random_frame_dropout(view.frame_mask[m], frame_drop_max, generator)
+        frame_mask[m] = torch.where(complete.view(-1, *([1] * (keep.dim() - 1))), view.frame_mask[m], keep)
+        features[m] = view.features[m] * frame_mask[m].unsqueeze(-1).to(view.features[m].dtype)
+    return replace(view, features=features, frame_mask=frame_mask)
