@@ -115,6 +115,15 @@ PRESETS = {
         protocols=None,  # depends on the dataset's modalities: filled in by make_grid
         metrics={"classification": ["acc", "f1"], "mosi": ["acc2_non0", "f1_non0"]},
     ),
+    "drf-ablation": dict(
+        methods=["drf"], datasets=["synthetic:mvsa"],
+        protocols=None,  # the drf-table columns, filled in by make_grid
+        variants={"full": [], "w/o quality weighting": ["method.use_quality=false"],
+                  "w/o recovery": ["method.use_recovery=false"],
+                  "recovery: sample loss only": ["method.recovery_dist_loss=false"],
+                  "recovery: distribution loss only": ["method.recovery_sample_loss=false"]},
+        variant_rows=True, metrics={"classification": ["acc", "f1"], "mosi": ["acc2_non0", "f1_non0"]},
+    ),
     "sslmm-table": dict(
         methods=["late_fusion", "mean_impute", "misa", "fsrf", "drf", "sslmm"], datasets=["synthetic:mosi", "synthetic:sims"],
         protocols=[f"modality:{r}" for r in ("0", "0.3", "0.5", "0.7")],

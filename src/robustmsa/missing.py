@@ -445,3 +445,75 @@ def training_missing_view(
         frame_mask[m] = torch.where(complete.view(-1, *([1] * (keep.dim() - 1))), view.frame_mask[m], keep)
         features[m] = view.features[m] * frame_mask[m].unsqueeze(-1).to(view.features[m].dtype)
     return replace(view, features=features, frame_mask=frame_mask)
+
+
+@dataclass
+class Disruption:
+    """A training batch after `random_disruption`, with what was done to it (B, M) bool each:
+    `discarded` = removed and masked (the method is told), `corrupted` = partly zeroed, not told."""
+
+    batch: Batch
+    discarded: torch.Tensor
+    corrupted: torch.Tensor
+
+
+def _random_rows(hit: torch.Tensor, count: torch.Tensor | int, generator: torch.Generator | None) -> torch.Tensor:
+    """(B,) bool: `count` rows drawn uniformly among the True rows of `hit`."""
+    keys = _uniform(tuple(hit.shape), hit, generator).masked_fill(~hit, 2.0)
+    rank = keys.argsort().argsort()
+    return hit & (rank < count)
+
+
+def corrupt_positions_torch(valid: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Torch twin of `corrupt_positions`: (K, W) bool, for each row a U(0.4, 0.8) fraction of its
+    valid positions (the same `corrupt_count` rounding) is True; invalid positions never are."""
+    sizes = valid.sum(dim=1)
+    fraction = CORRUPT_FRACTION[0] + (CORRUPT_FRACTION[1] - CORRUPT_FRACTION[0]) * _uniform((valid.shape[0],), valid, generator)
+    count = corrupt_count(fraction.cpu().double().numpy(), sizes.cpu().numpy())
+    keys = _uniform(tuple(valid.shape), valid, generator).masked_fill(~valid, 2.0)
+    rank = keys.argsort(dim=1).argsort(dim=1)
+    return valid & (rank < torch.as_tensor(count, device=valid.device)[:, None])
+
+
+def random_disruption(
+    batch: Batch, rate: float, mode: str = "CD", generator: torch.Generator | None = None
+) -> Disruption:
+    """DRF's training-time disruption, the in-batch twin of `disrupt:MODE:random:RATE`: round(rate*B)
+    samples each lose one present modality (drawn uniformly), discarded (D), corrupted (C: a
+    U(0.4, 0.8) fraction of its valid frames, or of the elements of a single-vector feature,
+    zeroed without telling the method) or half and half (CD). As in `disrupt_pattern`, a discard
+    that would remove a sample's last present modality becomes a corruption.
+    """
+    if mode not in DISRUPT_MODES:
+        raise ValueError(f"disruption mode {mode!r} not one of {', '.join(DISRUPT_MODES)}")
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"disruption rate {_format_number(rate)} outside [0, 1]")
+    present = batch.present
+    has_any = present.any(dim=1)
+    hit = _random_rows(has_any, round(rate * int(has_any.sum())), generator)
+    scores = _uniform(tuple(present.shape), present, generator).masked_fill(~present, -1.0)
+    target = torch.zeros_like(present).scatter_(1, scores.argmax(dim=1, keepdim=True), True) & hit[:, None]
+    if mode == "CD":
+        hits = int(hit.sum())
+        coin = int(_uniform((1,), present, generator)[0] < 0.5)
+        discard_row = _random_rows(hit, hits // 2 + (hits % 2) * coin, generator)
+    else:
+        discard_row = hit if mode == "D" else torch.zeros_like(hit)
+    discard_row = discard_row & (present.sum(dim=1) > 1)
+    discarded = target & discard_row[:, None]
+    corrupted = target & ~discard_row[:, None]
+    view = batch.with_present(present & ~discarded)
+    features = dict(view.features)
+    for j, m in enumerate(view.modalities):
+        rows = corrupted[:, j]
+        if not bool(rows.any()):
+            continue
+        x = features[m]
+        if x.shape[1] == 1:  # a single feature vector: corrupt its elements
+            valid = rows[:, None].expand(-1, x.shape[2])
+            mask = corrupt_positions_torch(valid, generator)[:, None, :]
+        else:
+            valid = view.frame_mask[m] & rows[:, None]
+            mask = corrupt_positions_torch(valid, generator)[:, :, None]
+        features[m] = x * ~mask
+    return Disruption(replace(view, features=features), discarded, corrupted)
