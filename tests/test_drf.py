@@ -243,8 +243,9 @@ def test_recovery_is_used_only_where_a_modality_is_missing(tiny):
         assert torch.equal(half.features[m][rows], half.encoded[m][rows])
 
 
-def test_recovery_losses_learn_toward_detached_targets(tiny):
-    method = warmed(tiny)
+@pytest.mark.parametrize("distance", ["mmd", "cmd"])
+def test_recovery_losses_learn_toward_detached_targets(tiny, distance):
+    method = warmed(tiny, recovery_distance=distance)
     torch.manual_seed(0)
     terms = method.loss(complete_batch(tiny), "train")
     assert set(terms) == {"loss", "task", "quality_margin", "recovery_sample", "recovery_dist"}
