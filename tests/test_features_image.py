@@ -48,8 +48,11 @@ def test_unknown_encoder_and_missing_optional_packages(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "open_clip", None)
     with pytest.raises(ModuleNotFoundError, match=r"timm is not installed \(pip install timm\)"):
         load_image_encoder(f"timm:{tmp_path}")
-    with pytest.raises(ModuleNotFoundError, match=r"open_clip is not installed \(pip install open-clip\)"):
+    with pytest.raises(ModuleNotFoundError, match=r"open_clip is not installed \(pip install open_clip_torch\)"):
         load_image_encoder(f"open_clip:ViT-B-32:{tmp_path / 'w.pt'}")
+    monkeypatch.setitem(sys.modules, "skimage", None)
+    with pytest.raises(ModuleNotFoundError, match=r"pip install scikit-image"):
+        load_image_encoder()
 
 
 class TinyBackbone(nn.Module):

@@ -48,6 +48,14 @@ def test_seeded_split_is_reproducible_and_disjoint(tmp_path):
     assert [len(v) for v in ids.values()] == [24, 3, 3]
 
 
+def test_trailing_tabs_do_not_make_a_single_annotator_file_multiple(tmp_path):
+    mvsa_single(tmp_path, balanced_labels(9))
+    path = tmp_path / "labelResultAll.txt"
+    path.write_text(path.read_text().replace("\n", "\t\n"))
+    posts = read_posts(tmp_path)
+    assert posts.layout == "mvsa-single" and len(posts) == 9 and not posts.dropped
+
+
 def test_mvsa_multiple_majority_per_modality_then_merge(tmp_path):
     p, n, ng = "positive", "neutral", "negative"
     votes = [[(p, p), (p, n), (n, p)]] * 10 + [

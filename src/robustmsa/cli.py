@@ -41,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     synth.add_argument("--n", type=int, default=None, help="total samples (default: the real dataset's size)")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--raw", action="store_true", help="mvsa only: a raw MVSA-Single folder (JPEG images, "
-                       "texts, labelResultAll.txt) for `robustmsa features`")
+                       "texts, labelResultAll.txt; --n default 300) for `robustmsa features`")
 
     features = sub.add_parser("features", help="encode raw data into a featurized dataset folder")
     features_sub = features.add_subparsers(dest="features_command", required=True)

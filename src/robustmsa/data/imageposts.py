@@ -190,7 +190,7 @@ def _data_lines(path: Path) -> list[tuple[int, list[str]]]:
 
 def _annotator_columns(path: Path) -> int:
     rows = _data_lines(path)
-    return max(len(fields) - 1 for _, fields in rows) if rows else 1
+    return max(sum(1 for cell in fields[1:] if cell) for _, fields in rows) if rows else 1
 
 
 def _mvsa_records(path: Path, images: Path, dropped: Counter) -> list[_Record]:

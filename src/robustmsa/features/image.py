@@ -60,14 +60,18 @@ def load_image_encoder(spec: str | None = None) -> ImageEncoder:
     raise ValueError(f"image encoder {spec!r}: expected handcrafted, timm:<folder> or open_clip:<model>:<checkpoint file>")
 
 
+PIP_NAMES = {"skimage": "scikit-image", "timm": "timm", "open_clip": "open_clip_torch"}
+
+
 def _optional(module: str, encoder: str):
     import importlib
 
     try:
         return importlib.import_module(module)
     except ImportError:
+        hint = "" if module == "skimage" else ", or use the default encoder 'handcrafted'"
         raise ModuleNotFoundError(f"image encoder {encoder}: the package {module} is not installed "
-                                  f"(pip install {module.replace('_', '-')}), or use the default encoder 'handcrafted'") from None
+                                  f"(pip install {PIP_NAMES[module]}){hint}") from None
 
 
 # ----------------------------------------------------------------------------- handcrafted
