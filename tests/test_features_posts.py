@@ -209,6 +209,12 @@ def test_disrupt_must_be_a_disrupt_protocol():
         parse_disrupt("modality:0.3")
 
 
+def test_unknown_disrupt_split_is_an_error(posts, tmp_path):
+    with pytest.raises(ValueError, match="unknown split 'tset'"):
+        featurize_posts(posts, "text", tmp_path, FakeTextEncoder(), disrupt="C:fixed:text", disrupt_splits=("tset",),
+                        cache_dir=None, progress=False)
+
+
 # ----------------------------------------------------------------------------- end to end
 
 

@@ -99,6 +99,9 @@ def featurize_posts(
     """
     if modality not in RAW_MODALITIES:
         raise ValueError(f"modality {modality!r}: expected one of {', '.join(RAW_MODALITIES)}")
+    unknown = [split for split in disrupt_splits if split not in posts.splits]
+    if unknown:
+        raise ValueError(f"--disrupt-splits: unknown split {unknown[0]!r}; expected some of {', '.join(posts.splits)}")
     start = time.perf_counter()
     out = Path(out)
     _check_same_posts(out, posts)
