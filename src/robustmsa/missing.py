@@ -272,8 +272,12 @@ def _disrupt_targets(kind: str, target: str, split: Split, spec: DatasetSpec, rn
     return rows, scores.argmax(axis=1)
 
 
-def disrupt_pattern(split: Split, spec: DatasetSpec, param: str, rng: np.random.Generator) -> MissingPattern:
-    """DRF: per disrupted sample one modality is discarded (told) or corrupted (not told).
+def disrupt_choice(
+    split: Split, spec: DatasetSpec, param: str, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """DRF's seeded choice: the disrupted rows, the modality column of each, and whether each is
+    discarded (else corrupted). Shared by the feature-level pattern below and the raw-level
+    disruption of images and texts (robustmsa.features.rawdisrupt), so both hit the same entries.
 
     A discard that would remove the sample's last source-available modality becomes a
     corruption instead. On complete data with 2+ modalities this never happens for `fixed`
@@ -288,6 +292,12 @@ def disrupt_pattern(split: Split, spec: DatasetSpec, param: str, rng: np.random.
     available = _available(split, spec)
     only_one_left = available[rows].sum(axis=1) <= 1
     discard &= ~only_one_left
+    return rows, columns, discard
+
+
+def disrupt_pattern(split: Split, spec: DatasetSpec, param: str, rng: np.random.Generator) -> MissingPattern:
+    """DRF: per disrupted sample one modality is discarded (told) or corrupted (not told)."""
+    rows, columns, discard = disrupt_choice(split, spec, param, rng)
     present = np.ones((len(split), len(spec.modalities)), dtype=bool)
     present[rows[discard], columns[discard]] = False
     corrupt = {}
