@@ -63,7 +63,10 @@ def test_a_failing_run_is_reported_and_the_others_kept(tmp_path):
 
 @pytest.mark.parametrize("workers", [2])
 def test_process_pool_gives_the_same_numbers_as_serial(tmp_path, workers):
-    grid = tiny_grid(seeds=[0])
+    # mult_lite has transformer layers, whose float reductions depend on the thread count: the
+    # same numbers here mean every run used the same pinned count however it was scheduled.
+    grid = tiny_grid(seeds=[0], methods=["late_fusion", "mult_lite"],
+                     method_overrides={"late_fusion": ["method.d=16"], "mult_lite": ["method.d=16"]})
     serial = run_grid(grid, tmp_path / "serial", progress=False).rows
     pooled = run_grid(grid, tmp_path / "pool", workers=workers, progress=False).rows
     key = ["method", "seed", "protocol", "param", "metric"]
@@ -141,6 +144,21 @@ def test_presets_expand_and_skip_unregistered_methods():
         make_grid("nope")
     with pytest.raises(KeyError, match="unknown method 'zzz'"):
         make_grid("robustness-curves", methods=["zzz"])
+
+
+def test_ablation_preset_is_one_table_whose_rows_are_the_variants(tmp_path):
+    grid = make_grid("fsrf-ablation")
+    assert list(grid.variants)[0] == "full" and len(grid.variants) == 8
+    assert grid.variants["w/o DAS-KL"] == ["method.use_das_kl=false"]
+    keys = {job.key for job in grid.jobs()}
+    assert len(keys) == 8 * 3
+    full_table = {job.key for job in make_grid("fsrf-table").jobs() if job.method == "fsrf"}
+    assert full_table <= keys  # "full" is the comparison table's fsrf run: trained once for both
+    rows = pd.concat([rows_for({"fsrf": [[80, 81], [82, 83]]}, ["0", "0.5"]).assign(variant=v)
+                      for v in ("full", "w/o recovery")])
+    text, _ = bench_report(rows, grid, tmp_path)
+    assert text.count("### acc2_non0") == 1
+    assert "| full | 81.00 ± 1.41 |" in text and "| w/o recovery | 81.00 ± 1.41 |" in text
 
 
 @pytest.mark.slow

@@ -20,6 +20,7 @@ from robustmsa.missing import (
     random_frame_dropout,
     random_modality_dropout,
     standard_subsets,
+    training_missing_view,
 )
 
 SHAPES = {"text": (8, 4), "audio": (12, 3), "vision": (6, 2)}
@@ -359,3 +360,29 @@ def test_random_frame_dropout_is_a_subset():
     fraction = 1 - dropped.sum().item() / frame_mask.sum().item()
     assert 0.2 < fraction < 0.4  # mean of U(0, 0.6)
     assert random_frame_dropout(frame_mask, 0.0, generator).equal(frame_mask)
+
+
+def test_training_missing_view_half_whole_half_augmented():
+    dataset = SplitTensors(SPLIT, SPEC, make_pattern(SPLIT, SPEC, Protocol.parse("none"), seed=0))
+    batch = dataset.batch(torch.arange(len(SPLIT.ids)))
+    generator = torch.Generator().manual_seed(3)
+    view = training_missing_view(batch, complete_fraction=0.5, frame_drop_max=0.5, generator=generator)
+    whole = torch.stack([(view.frame_mask[m] == batch.frame_mask[m]).all(dim=1) for m in SPEC.modality_names], 1)
+    whole = whole.all(dim=1) & (view.present == batch.present).all(dim=1)
+    assert whole.sum() >= round(0.5 * len(SPLIT.ids))  # the complete half is untouched
+    assert not whole.all()
+    assert view.present.any(dim=1).all() and not (view.present & ~batch.present).any()
+    for m in SPEC.modality_names:
+        assert not (view.frame_mask[m] & ~batch.frame_mask[m]).any()  # a subset, padding untouched
+        assert (view.features[m][~view.frame_mask[m]] == 0).all()
+    again = training_missing_view(batch, 0.5, 0.5, torch.Generator().manual_seed(3))
+    assert all(again.frame_mask[m].equal(view.frame_mask[m]) for m in SPEC.modality_names)
+
+
+def test_training_missing_view_without_complete_rows_augments_every_sample():
+    dataset = SplitTensors(SPLIT, SPEC, make_pattern(SPLIT, SPEC, Protocol.parse("none"), seed=0))
+    batch = dataset.batch(torch.arange(len(SPLIT.ids)))
+    view = training_missing_view(batch, 0.0, 0.0, torch.Generator().manual_seed(0))
+    assert all(view.frame_mask[m].equal(batch.frame_mask[m] & view.present[:, j, None])
+               for j, m in enumerate(SPEC.modality_names))  # no frame dropout at 0
+    assert (view.present.sum(dim=1) < batch.present.sum(dim=1)).float().mean() > 0.5

@@ -66,6 +66,8 @@ class Grid:
     method_overrides: dict[str, list[str]] = field(default_factory=dict)
     metrics: dict[str, list[str]] = field(default_factory=dict)  # metric family -> metrics to report
     skipped_methods: list[str] = field(default_factory=list)
+    variant_rows: bool = False  # an ablation: one table whose rows are the variants
+
 
     def jobs(self) -> list[Job]:
         return [
@@ -101,10 +103,26 @@ PRESETS = {
         methods=["late_fusion", "mean_impute", "misa", "mult_lite", "fsrf"], datasets=["synthetic:mosi"],
         protocols=_subset_protocols(), metrics={"mosi": ["f1_non0", "acc2_non0", "mae"]},
     ),
+    "fsrf-ablation": dict(
+        methods=["fsrf"], datasets=["synthetic:mosi"], protocols=_subset_protocols(),
+        variants={"full": [], **{f"w/o {name}": [f"method.use_{switch}=false"] for name, switch in (
+            ("noise branch", "noise"), ("similarity", "sim"), ("difference", "diff"), ("reconstruction", "recon"),
+            ("recovery", "recovery"), ("DAS-KL", "das_kl"), ("DAS-alignment", "das_align"))}},
+        variant_rows=True, metrics={"mosi": ["f1_non0", "acc2_non0", "mae"]},
+    ),
     "drf-table": dict(
         methods=["late_fusion", "mean_impute", "misa", "drf", "fsrf"], datasets=["synthetic:mvsa"],
         protocols=None,  # depends on the dataset's modalities: filled in by make_grid
         metrics={"classification": ["acc", "f1"], "mosi": ["acc2_non0", "f1_non0"]},
+    ),
+    "drf-ablation": dict(
+        methods=["drf"], datasets=["synthetic:mvsa"],
+        protocols=None,  # the drf-table columns, filled in by make_grid
+        variants={"full": [], "w/o quality weighting": ["method.use_quality=false"],
+                  "w/o recovery": ["method.use_recovery=false"],
+                  "recovery: sample loss only": ["method.recovery_dist_loss=false"],
+                  "recovery: distribution loss only": ["method.recovery_sample_loss=false"]},
+        variant_rows=True, metrics={"classification": ["acc", "f1"], "mosi": ["acc2_non0", "f1_non0"]},
     ),
     "sslmm-table": dict(
         methods=["late_fusion", "mean_impute", "misa", "fsrf", "drf", "sslmm"], datasets=["synthetic:mosi", "synthetic:sims"],
@@ -153,6 +171,7 @@ def make_grid(preset: str, data: list[str] | None = None, methods: list[str] | N
         name=preset, methods=[m for m in wanted if m in available], datasets=datasets, protocols=protocols,
         seeds=seeds or [0, 1, 2], overrides=list(spec.get("overrides", [])) + list(overrides or []),
         variants=dict(spec.get("variants", {"": []})), metrics=spec["metrics"],
+        variant_rows=spec.get("variant_rows", False),
         skipped_methods=[m for m in wanted if m not in available],
     )
 
@@ -227,19 +246,22 @@ class BenchResult:
     seconds: float
 
 
-def run_grid(grid: Grid, out: str | Path, workers: int = 1, backend: str = "local", progress: bool = True) -> BenchResult:
-    """Run every job not already stored; collect all rows into `<out>/results.csv`."""
+def run_grid(grid: Grid, out: str | Path, workers: int = 1, backend: str = "local", progress: bool = True,
+             threads: int = 1) -> BenchResult:
+    """Run every job not already stored; collect all rows into `<out>/results.csv`.
+
+    Every run uses `threads` torch threads whatever `workers` is: float reductions depend on the
+    thread count, so pinning it is what makes a table independent of how it was scheduled."""
     out = Path(out)
     start = time.perf_counter()
     jobs = grid.jobs()
     pending = [j for j in jobs if not job_file(out, j).exists()]
-    threads = max(1, (os.cpu_count() or 1) // max(workers, 1))
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(pending), desc=f"bench {grid.name}", unit="run",
                disable=None if progress else True)
     if backend == "ray":
         failed = _run_ray(pending, str(out), threads, bar)
     elif workers <= 1:
-        failed = _run_serial(pending, str(out), bar)
+        failed = _run_serial(pending, str(out), threads, bar)
     else:
         failed = _run_pool(pending, str(out), workers, threads, bar)
     bar.close()
@@ -249,12 +271,12 @@ def run_grid(grid: Grid, out: str | Path, workers: int = 1, backend: str = "loca
     return BenchResult(rows, len(pending) - len(failed), len(jobs) - len(pending), failed, time.perf_counter() - start)
 
 
-def _run_serial(pending: list[Job], out: str, bar) -> list[str]:
+def _run_serial(pending: list[Job], out: str, threads: int, bar) -> list[str]:
     failed = []
     for job in pending:
         bar.set_postfix_str(job.describe())
         try:
-            run_job(job, out)
+            run_job(job, out, threads)
         except Exception as error:  # one broken run must not lose the others' results
             failed.append(f"{job.describe()}: {error}".splitlines()[0])
         bar.update()

@@ -1,4 +1,4 @@
-"""The `robustmsa` command: data info|synth, train, eval, methods, demo.
+"""The `robustmsa` command: data info|synth, features, train, eval, methods, demo.
 
 Every user error ends as one line on stderr (`robustmsa: error: ...`) and exit code 2.
 """
@@ -40,6 +40,12 @@ def _parser() -> argparse.ArgumentParser:
     synth.add_argument("--out", required=True)
     synth.add_argument("--n", type=int, default=None, help="total samples (default: the real dataset's size)")
     synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--raw", action="store_true", help="mvsa only: a raw MVSA-Single folder (JPEG images, "
+                       "texts, labelResultAll.txt; --n default 300) for `robustmsa features`")
+
+    features = sub.add_parser("features", help="encode raw data into a featurized dataset folder")
+    features_sub = features.add_subparsers(dest="features_command", required=True)
+    _imagetext_features_parsers(features_sub)
 
     train = sub.add_parser("train", help="train a method, one checkpoint per seed")
     train.add_argument("--method", required=True)
@@ -69,6 +75,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--methods", default=None, help="comma-separated (default: the preset's)")
     bench.add_argument("--seeds", type=_ints, default=None, help="default 0,1,2")
     bench.add_argument("--workers", type=int, default=1, help="parallel training processes")
+    bench.add_argument("--threads", type=int, default=1,
+                       help="torch threads per run (default 1, whatever --workers is: same numbers however scheduled)")
     bench.add_argument("--backend", default="local", choices=["local", "ray"])
     bench.add_argument("--out", default=None, help="output folder (default bench/<preset>)")
     bench.add_argument("overrides", nargs="*", help="key=value for every run")
@@ -81,6 +89,31 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--epochs", type=int, default=15)
     demo.add_argument("--workers", type=int, default=2, help="parallel training processes (default 2, one per core)")
     return parser
+
+
+def _imagetext_features_parsers(features_sub) -> None:
+    """`features text` / `features image`: raw image-text posts -> our image-text folder."""
+    from robustmsa.data.imageposts import LAYOUTS
+
+    encoders = {"text": "local sentence-transformers folder (default: the packaged all-MiniLM-L6-v2)",
+                "image": "handcrafted (default), timm:<folder> or open_clip:<model>:<checkpoint file>"}
+    for modality, encoder_help in encoders.items():
+        p = features_sub.add_parser(modality, help=f"raw image-text posts (MVSA, TumEmo, JSON splits) -> {modality} features")
+        p.add_argument("--data", required=True, help="raw folder: MVSA-Single/-Multiple, TumEmo or train/valid/test .json")
+        p.add_argument("--out", required=True, help="featurized folder to write (read by --data of train / eval)")
+        p.add_argument("--encoder", default=None, help=encoder_help)
+        p.add_argument("--layout", default="auto", choices=LAYOUTS)
+        p.add_argument("--classes", default=None, help="comma-separated class names, in index order for integer labels")
+        p.add_argument("--split-seed", type=int, default=0, help="seed of the 8:1:1 split when there are no split files")
+        p.add_argument("--disrupt", default=None, help="DRF protocol on the raw inputs, e.g. disrupt:CD:random:0.4")
+        p.add_argument("--disrupt-splits", default="valid,test", help="splits the protocol applies to")
+        p.add_argument("--seed", type=int, default=0, help="protocol seed (the eval seed whose masks it reproduces)")
+        p.add_argument("--cache", default=None, help="feature cache folder (default: $ROBUSTMSA_CACHE or "
+                       "~/.cache/robustmsa/features); 'none' disables it")
+        p.add_argument("--batch-size", type=int, default=32)
+        p.add_argument("--skip-bad", action="store_true", help="drop posts with a missing/unreadable image or empty text")
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+        p.set_defaults(features_run=_cmd_features_imagetext, modality=modality)
 
 
 def _device_args(p: argparse.ArgumentParser, devices: bool = True) -> None:
@@ -121,8 +154,38 @@ def cmd_data(args) -> int:
         print(describe(load_dataset(args.path)))
         return 0
     start = time.perf_counter()
+    if args.raw:
+        from robustmsa.data.synthetic_posts import write_raw_mvsa
+
+        if args.like != "mvsa":
+            raise ValueError(f"--raw writes MVSA-layout posts; use --like mvsa (got {args.like!r})")
+        path = write_raw_mvsa(args.out, n=args.n or 300, seed=args.seed)
+        print(f"wrote {path} ({time.perf_counter() - start:.1f}s)")
+        return 0
     path = write_synthetic(args.like, args.out, n=args.n, seed=args.seed)
     print(f"wrote {path} ({time.perf_counter() - start:.1f}s)")
+    return 0
+
+
+def cmd_features(args) -> int:
+    return args.features_run(args)
+
+
+def _cmd_features_imagetext(args) -> int:
+    from robustmsa.features.posts import featurize_folder
+
+    classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
+    cache = None if args.cache == "none" else (args.cache or "default")
+    try:
+        posts, result = featurize_folder(
+            args.data, args.out, args.modality, args.encoder, layout=args.layout, classes=classes,
+            split_seed=args.split_seed, skip_bad=args.skip_bad, disrupt=args.disrupt, seed=args.seed,
+            disrupt_splits=tuple(s.strip() for s in args.disrupt_splits.split(",") if s.strip()),
+            cache_dir=cache, batch_size=args.batch_size, progress=not args.quiet)
+    except ImportError as error:  # an optional encoder package that is not installed
+        raise ValueError(str(error)) from None
+    print(posts.summary())
+    print(result.summary())
     return 0
 
 
@@ -175,7 +238,8 @@ def _evaluate(checkpoint_paths, data_path, protocol, values, split, device="cpu"
     checkpoints = [load_checkpoint(p) for p in find_checkpoints(checkpoint_paths)]
     dataset = load_dataset(data_path or checkpoints[0].config["data"]["source"])
     for ckpt in checkpoints:
-        if ckpt.config["spec"] != dataset.spec.to_dict():
+        # The layout is modalities + labels; the name is the folder's, so a disrupted copy still fits.
+        if {**ckpt.config["spec"], "name": ""} != {**dataset.spec.to_dict(), "name": ""}:
             raise ValueError(f"{ckpt.path}: trained on a dataset with another layout than {dataset.source}")
     if values is None:
         values = DEFAULT_RATES if protocol in ("modality", "frame") else ""
@@ -205,17 +269,17 @@ def cmd_bench(args) -> int:
 
     grid = make_grid(args.preset, args.data, args.methods.split(",") if args.methods else None, args.seeds, args.overrides)
     out = Path(args.out or Path("bench") / args.preset)
-    return _bench(grid, out, args.workers, args.backend, " ".join(["robustmsa", *sys.argv[1:]]))
+    return _bench(grid, out, args.workers, args.backend, " ".join(["robustmsa", *sys.argv[1:]]), args.threads)
 
 
-def _bench(grid, out: Path, workers: int = 1, backend: str = "local", command: str = "") -> int:
+def _bench(grid, out: Path, workers: int = 1, backend: str = "local", command: str = "", threads: int = 1) -> int:
     from robustmsa.bench import run_grid
     from robustmsa.data.io import atomic_write_text
     from robustmsa.evaluation.report import bench_report
 
     for name in grid.skipped_methods:
         print(f"note: method {name!r} is not registered yet; its row is omitted")
-    result = run_grid(grid, out, workers=workers, backend=backend)
+    result = run_grid(grid, out, workers=workers, backend=backend, threads=threads)
     for failure in result.failed:
         print(f"failed: {failure}", file=sys.stderr)
     if not len(result.rows):
@@ -245,7 +309,7 @@ def cmd_demo(args) -> int:
     return code
 
 
-COMMANDS = {"methods": cmd_methods, "data": cmd_data, "train": cmd_train, "eval": cmd_eval, "bench": cmd_bench, "demo": cmd_demo}
+COMMANDS = {"methods": cmd_methods, "data": cmd_data, "features": cmd_features, "train": cmd_train, "eval": cmd_eval, "bench": cmd_bench, "demo": cmd_demo}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import warnings
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import combinations
 
 import numpy as np
 import torch
 
-from robustmsa.data.batch import MissingPattern
+from robustmsa.data.batch import Batch, MissingPattern
 from robustmsa.data.schema import MODALITY_ALIASES, DatasetSpec, Split
 
 PROTOCOL_NAMES = ("none", "modality", "subset", "frame", "disrupt")
@@ -272,8 +272,12 @@ def _disrupt_targets(kind: str, target: str, split: Split, spec: DatasetSpec, rn
     return rows, scores.argmax(axis=1)
 
 
-def disrupt_pattern(split: Split, spec: DatasetSpec, param: str, rng: np.random.Generator) -> MissingPattern:
-    """DRF: per disrupted sample one modality is discarded (told) or corrupted (not told).
+def disrupt_choice(
+    split: Split, spec: DatasetSpec, param: str, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """DRF's seeded choice: the disrupted rows, the modality column of each, and whether each is
+    discarded (else corrupted). Shared by the feature-level pattern below and the raw-level
+    disruption of images and texts (robustmsa.features.rawdisrupt), so both hit the same entries.
 
     A discard that would remove the sample's last source-available modality becomes a
     corruption instead. On complete data with 2+ modalities this never happens for `fixed`
@@ -288,6 +292,12 @@ def disrupt_pattern(split: Split, spec: DatasetSpec, param: str, rng: np.random.
     available = _available(split, spec)
     only_one_left = available[rows].sum(axis=1) <= 1
     discard &= ~only_one_left
+    return rows, columns, discard
+
+
+def disrupt_pattern(split: Split, spec: DatasetSpec, param: str, rng: np.random.Generator) -> MissingPattern:
+    """DRF: per disrupted sample one modality is discarded (told) or corrupted (not told)."""
+    rows, columns, discard = disrupt_choice(split, spec, param, rng)
     present = np.ones((len(split), len(spec.modalities)), dtype=bool)
     present[rows[discard], columns[discard]] = False
     corrupt = {}
@@ -396,16 +406,20 @@ def random_modality_dropout(
     and drops each present modality with probability r, but keeps one (at random) if all would
     go, because a sample with nothing left teaches the model nothing.
     """
-    batch, _ = present.shape
-    order = torch.randperm(batch, generator=generator, device=present.device)
-    complete = order < round(complete_fraction * batch)
-    rate = _uniform((batch, 1), present, generator)
+    complete = _complete_rows(present, complete_fraction, generator)
+    rate = _uniform((present.shape[0], 1), present, generator)
     kept = present & ~(_uniform(tuple(present.shape), present, generator) < rate)
     kept |= complete[:, None] & present
     emptied = ~kept.any(dim=1) & present.any(dim=1)
     scores = _uniform(tuple(present.shape), present, generator).masked_fill(~present, -1.0)
     rescue = torch.zeros_like(present).scatter_(1, scores.argmax(dim=1, keepdim=True), True)
     return kept | (rescue & emptied[:, None])
+
+
+def _complete_rows(present: torch.Tensor, fraction: float, generator: torch.Generator | None) -> torch.Tensor:
+    """(B,) bool: exactly round(fraction * B) random rows that an augmentation leaves whole."""
+    batch = present.shape[0]
+    return torch.randperm(batch, generator=generator, device=present.device) < round(fraction * batch)
 
 
 def random_frame_dropout(
@@ -417,3 +431,99 @@ def random_frame_dropout(
     """
     rate = _uniform((frame_mask.shape[0],) + (1,) * (frame_mask.dim() - 1), frame_mask, generator) * p_max
     return frame_mask & ~(_uniform(tuple(frame_mask.shape), frame_mask, generator) < rate)
+
+
+def training_missing_view(
+    batch: Batch, complete_fraction: float, frame_drop_max: float, generator: torch.Generator | None = None
+) -> Batch:
+    """The one training-time missing augmentation every method shares (so tables compare methods,
+    not augmentations): `random_modality_dropout` (inter-modality) and, on the samples it did not
+    keep whole, `random_frame_dropout` of the surviving frames (intra-modality).
+
+    FSRF's DAS missing view is this with complete_fraction = 0 (its full view covers complete data);
+    the supervised baselines use complete_fraction = 0.5, i.e. half clean, half augmented per batch,
+    the same mix FSRF's averaged two-view task loss sees.
+    """
+    complete = _complete_rows(batch.present, complete_fraction, generator)
+    dropped = random_modality_dropout(batch.present, generator, complete_fraction=0.0)
+    view = batch.with_present(torch.where(complete[:, None], batch.present, dropped))
+    if frame_drop_max <= 0:
+        return view
+    frame_mask, features = {}, {}
+    for m in view.modalities:
+        keep = random_frame_dropout(view.frame_mask[m], frame_drop_max, generator)
+        frame_mask[m] = torch.where(complete.view(-1, *([1] * (keep.dim() - 1))), view.frame_mask[m], keep)
+        features[m] = view.features[m] * frame_mask[m].unsqueeze(-1).to(view.features[m].dtype)
+    return replace(view, features=features, frame_mask=frame_mask)
+
+
+@dataclass
+class Disruption:
+    """A training batch after `random_disruption`, with what was done to it (B, M) bool each:
+    `discarded` = removed and masked (the method is told), `corrupted` = partly zeroed, not told."""
+
+    batch: Batch
+    discarded: torch.Tensor
+    corrupted: torch.Tensor
+
+
+def _random_rows(hit: torch.Tensor, count: torch.Tensor | int, generator: torch.Generator | None) -> torch.Tensor:
+    """(B,) bool: `count` rows drawn uniformly among the True rows of `hit`."""
+    keys = _uniform(tuple(hit.shape), hit, generator).masked_fill(~hit, 2.0)
+    rank = keys.argsort().argsort()
+    return hit & (rank < count)
+
+
+def corrupt_positions_torch(valid: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Torch twin of `corrupt_positions`: (K, W) bool, for each row a U(0.4, 0.8) fraction of its
+    valid positions (the same `corrupt_count` rounding) is True; invalid positions never are."""
+    sizes = valid.sum(dim=1)
+    fraction = CORRUPT_FRACTION[0] + (CORRUPT_FRACTION[1] - CORRUPT_FRACTION[0]) * _uniform((valid.shape[0],), valid, generator)
+    count = corrupt_count(fraction.cpu().double().numpy(), sizes.cpu().numpy())
+    keys = _uniform(tuple(valid.shape), valid, generator).masked_fill(~valid, 2.0)
+    rank = keys.argsort(dim=1).argsort(dim=1)
+    return valid & (rank < torch.as_tensor(count, device=valid.device)[:, None])
+
+
+def random_disruption(
+    batch: Batch, rate: float, mode: str = "CD", generator: torch.Generator | None = None
+) -> Disruption:
+    """DRF's training-time disruption, the in-batch twin of `disrupt:MODE:random:RATE`: round(rate*B)
+    samples each lose one present modality (drawn uniformly), discarded (D), corrupted (C: a
+    U(0.4, 0.8) fraction of its valid frames, or of the elements of a single-vector feature,
+    zeroed without telling the method) or half and half (CD). As in `disrupt_pattern`, a discard
+    that would remove a sample's last present modality becomes a corruption.
+    """
+    if mode not in DISRUPT_MODES:
+        raise ValueError(f"disruption mode {mode!r} not one of {', '.join(DISRUPT_MODES)}")
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"disruption rate {_format_number(rate)} outside [0, 1]")
+    present = batch.present
+    has_any = present.any(dim=1)
+    hit = _random_rows(has_any, round(rate * int(has_any.sum())), generator)
+    scores = _uniform(tuple(present.shape), present, generator).masked_fill(~present, -1.0)
+    target = torch.zeros_like(present).scatter_(1, scores.argmax(dim=1, keepdim=True), True) & hit[:, None]
+    if mode == "CD":
+        hits = int(hit.sum())
+        coin = int(_uniform((1,), present, generator)[0] < 0.5)
+        discard_row = _random_rows(hit, hits // 2 + (hits % 2) * coin, generator)
+    else:
+        discard_row = hit if mode == "D" else torch.zeros_like(hit)
+    discard_row = discard_row & (present.sum(dim=1) > 1)
+    discarded = target & discard_row[:, None]
+    corrupted = target & ~discard_row[:, None]
+    view = batch.with_present(present & ~discarded)
+    features = dict(view.features)
+    for j, m in enumerate(view.modalities):
+        rows = corrupted[:, j]
+        if not bool(rows.any()):
+            continue
+        x = features[m]
+        if x.shape[1] == 1:  # a single feature vector: corrupt its elements
+            valid = rows[:, None].expand(-1, x.shape[2])
+            mask = corrupt_positions_torch(valid, generator)[:, None, :]
+        else:
+            valid = view.frame_mask[m] & rows[:, None]
+            mask = corrupt_positions_torch(valid, generator)[:, :, None]
+        features[m] = x * ~mask
+    return Disruption(replace(view, features=features), discarded, corrupted)

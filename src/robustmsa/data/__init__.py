@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from robustmsa.data.imageposts import looks_raw
 from robustmsa.data.imagetext import read_imagetext, write_imagetext
 from robustmsa.data.mmsa import read_mmsa, write_mmsa
 from robustmsa.data.schema import (
@@ -69,6 +70,9 @@ def load_dataset(path: str | os.PathLike) -> Dataset:
         return synthesize(match["like"], n=n, seed=int(match["seed"] or 0))
     path = Path(path)
     if path.is_dir():
+        if looks_raw(path):
+            raise DataError(f"{path}: a raw image-text folder (images and texts, no features/); encode it first: "
+                            f"robustmsa features text --data {path} --out FEATURES, then features image")
         return read_imagetext(path)
     if path.is_file():
         return read_mmsa(path)

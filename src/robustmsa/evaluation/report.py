@@ -134,6 +134,9 @@ def bench_report(rows: pd.DataFrame, grid, out: str | Path, command: str = "") -
         lines.append(f"- torch threads per training run: {sorted(set(rows['torch_threads']))}")
     if grid.skipped_methods:
         lines.append(f"- not registered, so not run: {', '.join(grid.skipped_methods)}")
+    if getattr(grid, "variant_rows", False):  # an ablation: the variants are the rows of one table
+        rows = rows.assign(method=[v if len(grid.methods) == 1 else f"{m} [{v}]" for m, v in zip(rows["method"], rows["variant"])],
+                           variant="")
     plots = []
     for dataset, by_data in rows.groupby("dataset", sort=False):
         lines += ["", f"## Dataset `{dataset}`", "", f"sha256 `{by_data['data_sha256'].iloc[0]}`", ""]

@@ -105,6 +105,7 @@ def register_method(name: str):
 
 def _ensure_builtin_methods() -> None:
     import robustmsa.methods.baselines  # noqa: F401  (registers on import)
+    import robustmsa.methods.drf  # noqa: F401
     import robustmsa.methods.fsrf  # noqa: F401
     import robustmsa.methods.sslmm  # noqa: F401
 

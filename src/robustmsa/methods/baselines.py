@@ -1,8 +1,10 @@
 """The baselines every table carries (METHODS.md): late_fusion, mean_impute, mult_lite, misa.
 
-Training-time missing augmentation (`train_missing`) uses the shared LNLN-style policy from
-`robustmsa.missing`, so that robust methods and baselines can be compared under the same
-augmentation. `mean_impute` is the complete-data floor and never augments.
+Training-time missing augmentation (`train_missing`) is `robustmsa.missing.training_missing_view`,
+the one FSRF's missing view uses too: half of each batch whole, the other half with random
+whole-modality dropout plus per-sample frame dropout up to `frame_drop_max`, so that robust
+methods and baselines are compared under the same augmentation. `mean_impute` is the
+complete-data floor and never augments.
 """
 
 from __future__ import annotations
@@ -14,18 +16,18 @@ from torch import Tensor, nn
 
 from robustmsa.data.batch import Batch, SplitTensors
 from robustmsa.methods.base import Method, Output, register_method
-from robustmsa.missing import random_modality_dropout
+from robustmsa.missing import training_missing_view
 from robustmsa.nn.distribution import cmd, diff_loss, pairwise_over_present
 from robustmsa.nn.encoders import ModalityEncoders, masked_mean, mlp, safe_padding_mask
 from robustmsa.nn.fusion import present_mean, stack_tokens
 
 
 class AugmentedMethod(Method):
-    """A supervised method whose training batches get random whole-modality dropout."""
+    """A supervised method whose training batches get the shared missing augmentation."""
 
     def augment(self, batch: Batch) -> Batch:
         if self.training and getattr(self.cfg, "train_missing", False):
-            return batch.with_present(random_modality_dropout(batch.present))
+            return training_missing_view(batch, complete_fraction=0.5, frame_drop_max=self.cfg.frame_drop_max)
         return batch
 
     def loss(self, batch: Batch, phase: str) -> dict[str, Tensor]:
@@ -43,6 +45,7 @@ class LateFusionConfig:
     encoder: str = "pool"
     dropout: float = 0.1
     train_missing: bool = True
+    frame_drop_max: float = 0.5  # as FSRF's missing view; 0 = whole-modality dropout only
 
 
 @register_method("late_fusion")
@@ -108,6 +111,7 @@ class MulTLiteConfig:
     dropout: float = 0.1
     max_frames: int = 32
     train_missing: bool = True
+    frame_drop_max: float = 0.5  # as FSRF's missing view; 0 = whole-modality dropout only
 
 
 class CrossModalBlock(nn.Module):
@@ -168,6 +172,7 @@ class MISAConfig:
     w_sim: float = 1.0
     w_recon: float = 1.0
     train_missing: bool = True
+    frame_drop_max: float = 0.5  # as FSRF's missing view; 0 = whole-modality dropout only
 
 
 @register_method("misa")

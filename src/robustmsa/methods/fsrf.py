@@ -51,7 +51,7 @@ from torch.nn.functional import mse_loss
 
 from robustmsa.data.batch import Batch
 from robustmsa.methods.base import Method, Output, register_method
-from robustmsa.missing import random_frame_dropout, random_modality_dropout
+from robustmsa.missing import training_missing_view
 from robustmsa.nn.distribution import (
     bidirectional_kl,
     bin_logits,
@@ -199,11 +199,7 @@ class FSRF(Method):
 
     def missing_view(self, batch: Batch) -> Batch:
         """DAS's second view: random whole-modality dropout (inter) plus frame dropout (intra)."""
-        present = random_modality_dropout(batch.present, complete_fraction=self.cfg.view_complete_fraction)
-        view = batch.with_present(present)
-        frame_mask = {m: random_frame_dropout(view.frame_mask[m], self.cfg.frame_drop_max) for m in self.modalities}
-        features = {m: view.features[m] * frame_mask[m].unsqueeze(-1) for m in self.modalities}
-        return replace(view, features=features, frame_mask=frame_mask)
+        return training_missing_view(batch, self.cfg.view_complete_fraction, self.cfg.frame_drop_max)
 
     # --- training -----------------------------------------------------------------------
     def loss(self, batch: Batch, phase: str) -> dict[str, Tensor]:
