@@ -254,8 +254,9 @@ def test_ablation_preset_has_one_variant_per_component():
     grid = make_grid("sslmm-ablation", seeds=[0])
     assert grid.methods == ["sslmm"] and grid.protocols == ["modality:0.5"]
     assert "data.labeled_ratio=0.5" in grid.overrides
-    assert list(grid.variants) == ["full", "no pre-training", "no unlabeled consistency", "no reconstruction",
-                                   "intra-only", "inter-only"]
+    assert list(grid.variants) == ["full", "w/o pre-training", "w/o unlabeled consistency", "w/o reconstruction",
+                                   "intra-modal messages only", "inter-modal messages only"]
+    assert grid.variant_rows  # an ablation table: one row per variant
     for extra in grid.variants.values():  # every variant is a valid run config
         apply_overrides(RunConfig("sslmm"), grid.overrides + extra, method_class("sslmm").config_class)
     assert len({job.key for job in grid.jobs()}) == 6 * len(grid.datasets)

@@ -133,15 +133,12 @@ PRESETS = {
     "sslmm-ablation": dict(  # one component removed per variant, at labeled ratio 0.5 and rate 0.5
         methods=["sslmm"], datasets=["synthetic:mosi", "synthetic:sims"],
         protocols=["modality:0.5"], overrides=["data.labeled_ratio=0.5"],
-        variants={
-            "full": [],
-            "no pre-training": ["method.use_pretrain=false"],
-            "no unlabeled consistency": ["method.use_consistency=false"],
-            "no reconstruction": ["method.use_recon=false"],
-            "intra-only": ["method.message_passing=intra"],
-            "inter-only": ["method.message_passing=inter"],
-        },
-        metrics={"mosi": ["acc2_has0", "acc2_non0", "f1_non0", "mae"], "sims": ["acc2", "f1", "mae"]},
+        variants={"full": [], "w/o pre-training": ["method.use_pretrain=false"],
+                  "w/o unlabeled consistency": ["method.use_consistency=false"],
+                  "w/o reconstruction": ["method.use_recon=false"],
+                  "intra-modal messages only": ["method.message_passing=intra"],
+                  "inter-modal messages only": ["method.message_passing=inter"]},
+        variant_rows=True, metrics={"mosi": ["acc2_has0", "acc2_non0", "f1_non0", "mae"], "sims": ["acc2", "f1", "mae"]},
     ),
     "demo": dict(
         methods=["late_fusion", "mean_impute", "fsrf", "drf", "sslmm"], datasets=["synthetic:mosi"],

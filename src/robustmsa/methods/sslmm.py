@@ -12,17 +12,20 @@ The design of METHODS.md:
                 (whole modalities and random segments dropped): masked node modelling, i.e.
                 the dropped nodes' projected features are rebuilt from what the view's graph
                 holds, plus InfoNCE between the two views' read-outs.
-    fine-tune   semi-supervised. Task loss on the labeled samples (on a weakly masked view);
-                on the unlabeled ones, consistency between the student on a strongly masked
-                view and a mean teacher (EMA 0.99) on weakly masked views, weighted by the
-                teacher's confidence; modality reconstruction of the modalities the strong view
-                dropped, on every sample.
+    fine-tune   semi-supervised. Task loss on the labeled samples (on the training-time missing
+                augmentation every method shares, `training_missing_view`); on the unlabeled
+                ones, consistency between the student on a strongly masked view and a mean
+                teacher (EMA 0.99) on weakly masked views, weighted by the teacher's
+                confidence; modality reconstruction of the modalities the strong view dropped,
+                on every sample.
 
 Choices METHODS.md leaves open (each is a config option or stated here):
-  * Views are drawn on the nodes after encoding: dropping a node from the graph is the same as
-    dropping its segment's frames, and the encoder runs once per batch. Modality dropout is the
-    shared LNLN-style policy (`random_modality_dropout`); segment dropout draws a per-sample rate
-    ~ U(0, max) (`random_frame_dropout` on the node mask); a view always keeps one node.
+  * The self-supervised and teacher / strong views are drawn on the nodes after encoding: dropping
+    a node from the graph is the same as dropping its segment's frames, and the encoder runs once.
+    Modality dropout is the shared LNLN-style policy (`random_modality_dropout`); segment dropout
+    draws a per-sample rate ~ U(0, max) (`random_frame_dropout` on the node mask); a view always
+    keeps one node. The supervised view is the shared frame-level augmentation, so the task loss
+    sees what the baselines' does.
   * Reconstruction targets are the encoder's node features, detached and layer-normalised
     (MAE's normalised targets): the encoder cannot shrink them to make the loss small.
     Decoder queries are the target's modality + segment embeddings plus the view's read-out.
@@ -51,7 +54,7 @@ from torch.nn import functional as F
 
 from robustmsa.data.batch import Batch
 from robustmsa.methods.base import Method, Output, Phase, register_method
-from robustmsa.missing import random_frame_dropout, random_modality_dropout
+from robustmsa.missing import random_frame_dropout, random_modality_dropout, training_missing_view
 from robustmsa.nn.encoders import ModalityEncoders, mlp
 from robustmsa.nn.graph import AttentionReadout, GraphMessagePassing, NodeQueryDecoder
 
@@ -76,8 +79,9 @@ class SSLMMConfig:
     w_mnm: float = 1.0
     w_contrast: float = 1.0
     # fine-tuning (semi-supervised)
-    weak_complete_fraction: float = 0.5  # weak view: this fraction of samples keeps every modality
-    weak_segment_drop: float = 0.1
+    weak_complete_fraction: float = 0.5  # supervised and teacher views: this fraction stays whole
+    frame_drop_max: float = 0.5  # supervised view: the shared augmentation's frame drop rate
+    weak_segment_drop: float = 0.1  # teacher views: segment drop rate ~ U(0, this)
     strong_segment_drop: float = 0.5  # strong view: every sample may lose modalities, and segments
     ema_decay: float = 0.99
     rampup_steps: int = 100
@@ -99,6 +103,11 @@ class GraphPass:
     readout: Tensor  # (B, d)
     readout_weights: Tensor  # (B, N)
     pred: Tensor
+
+    def chunk(self, parts: int) -> list[GraphPass]:
+        """Split a pass over `parts` stacked views back into one pass per view."""
+        pieces = [t.chunk(parts) for t in (self.node_mask, self.states, self.readout, self.readout_weights, self.pred)]
+        return [GraphPass(*view) for view in zip(*pieces)]
 
 
 class SSLMMNet(nn.Module):
@@ -133,6 +142,12 @@ class SSLMMNet(nn.Module):
     def node_embedding(self) -> Tensor:
         """(N, d): which modality and which segment each node is."""
         return self.modality_embedding[self.groups] + self.segment_embedding[self.segment]
+
+    def run_views(self, views: list[tuple[Tensor, Tensor]]) -> list[GraphPass]:
+        """One pass per (node features, node mask) view of the same samples, computed as one
+        stacked batch (fewer, larger ops: cheaper on CPU than separate passes)."""
+        stacked = self.run(torch.cat([features for features, _ in views]), torch.cat([mask for _, mask in views]))
+        return stacked.chunk(len(views))
 
     def run(self, features: Tensor, node_mask: Tensor) -> GraphPass:
         nodes = features + self.node_embedding()
@@ -191,6 +206,12 @@ class SSLMM(Method):
         label = spec.label
         self.label_range = (label.high - label.low) if label.is_regression and label.high is not None else 6.0
 
+    def train(self, mode: bool = True) -> SSLMM:
+        """The teacher never uses dropout: its targets vary only with the masked views."""
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
     def phases(self) -> list[Phase]:
         cfg = self.cfg
         finetune = Phase(FINETUNE, uses_unlabeled=cfg.use_consistency or cfg.use_recon)
@@ -213,35 +234,39 @@ class SSLMM(Method):
     def pretrain_loss(self, batch: Batch) -> dict[str, Tensor]:
         cfg, net = self.cfg, self.student
         features, node_mask = net.encode(batch)
-        views = [net.run(features, masked_view(node_mask, net.groups, 0.0, cfg.pretrain_segment_drop)[0])
-                 for _ in range(2)]
-        target = F.layer_norm(features.detach(), features.shape[-1:])
-        mnm = torch.stack([self._rebuild_error(view, target, node_mask & ~view.node_mask) for view in views]).mean()
+        masks = [masked_view(node_mask, net.groups, 0.0, cfg.pretrain_segment_drop)[0] for _ in range(2)]
+        stacked = net.run(features.repeat(2, 1, 1), torch.cat(masks))
+        target = F.layer_norm(features.detach(), features.shape[-1:]).repeat(2, 1, 1)
+        mnm = self._rebuild_error(stacked, target, node_mask.repeat(2, 1) & ~stacked.node_mask)
+        first, second = stacked.chunk(2)
         usable = node_mask.any(dim=1)  # a sample with no node at all has nothing to contrast
-        contrast = (info_nce(views[0].readout[usable], views[1].readout[usable], cfg.temperature)
+        contrast = (info_nce(first.readout[usable], second.readout[usable], cfg.temperature)
                     if int(usable.sum()) >= 2 else mnm * 0.0)
         total = cfg.w_mnm * mnm + cfg.w_contrast * contrast
         return {"loss": total, "mnm": mnm, "contrast": contrast}
 
     def finetune_loss(self, batch: Batch) -> dict[str, Tensor]:
         cfg, net = self.cfg, self.student
-        features, node_mask = net.encode(batch)
-        weak_mask, _ = masked_view(node_mask, net.groups, cfg.weak_complete_fraction, cfg.weak_segment_drop)
-        task = self.task_loss(net.run(features, weak_mask).pred, batch)
-        zero = task.new_zeros(())
+        # The supervised view is the training-time missing augmentation every method shares.
+        train_view = training_missing_view(batch, cfg.weak_complete_fraction, cfg.frame_drop_max)
+        supervised = net.encode(train_view)
         unlabeled = ~batch.labeled
-        need_strong = cfg.use_recon or (cfg.use_consistency and bool(unlabeled.any()))
-        if not need_strong:
+        consistency_on = cfg.use_consistency and bool(unlabeled.any())
+        if not (cfg.use_recon or consistency_on):
+            task = self.task_loss(net.run(*supervised).pred, batch)
+            zero = task.new_zeros(())
             return {"loss": task, "task": task, "consistency": zero, "recon": zero, "ramp": zero}
+        features, node_mask = net.encode(batch)
         strong_mask, kept = masked_view(node_mask, net.groups, 0.0, cfg.strong_segment_drop)
-        strong = net.run(features, strong_mask)
+        weak, strong = net.run_views([supervised, (features, strong_mask)])
+        task = self.task_loss(weak.pred, batch)
+        zero = task.new_zeros(())
         recon = zero
         if cfg.use_recon:  # nodes of modalities the strong view dropped, that the sample had
-            dropped = node_mask & ~kept[:, net.groups]
             target = F.layer_norm(features.detach(), features.shape[-1:])
-            recon = self._rebuild_error(strong, target, dropped)
+            recon = self._rebuild_error(strong, target, node_mask & ~kept[:, net.groups])
         consistency, ramp = zero, zero
-        if cfg.use_consistency and bool(unlabeled.any()):
+        if consistency_on:
             consistency = self._consistency(batch, strong.pred, unlabeled)
             ramp = task.new_tensor(self.rampup())
         total = task + cfg.w_consistency * ramp * consistency + cfg.w_recon * recon
@@ -262,8 +287,9 @@ class SSLMM(Method):
         cfg, net = self.cfg, self.teacher
         features, node_mask = net.encode(batch)
         features, node_mask = features[rows], node_mask[rows]
-        preds = [net.run(features, masked_view(node_mask, net.groups, cfg.weak_complete_fraction,
-                                               cfg.weak_segment_drop)[0]).pred for _ in range(2)]
+        masks = [masked_view(node_mask, net.groups, cfg.weak_complete_fraction, cfg.weak_segment_drop)[0]
+                 for _ in range(2)]
+        preds = [view.pred for view in net.run_views([(features, mask) for mask in masks])]
         if self.spec.label.is_regression:
             sigma = cfg.confidence_scale * self.label_range
             return 0.5 * (preds[0] + preds[1]), torch.exp(-((preds[0] - preds[1]) / sigma) ** 2)
