@@ -139,7 +139,8 @@ class AttentionReadout(nn.Module):
 
     def __init__(self, d: int):
         super().__init__()
-        self.score = nn.Sequential(nn.Linear(d, d), nn.Tanh(), nn.Linear(d, 1))
+        # No bias on the last layer: a softmax ignores a shared shift, so it could never learn.
+        self.score = nn.Sequential(nn.Linear(d, d), nn.Tanh(), nn.Linear(d, 1, bias=False))
 
     def forward(self, nodes: Tensor, node_mask: Tensor) -> tuple[Tensor, Tensor]:
         weights = masked_softmax(self.score(nodes).squeeze(-1), node_mask)
