@@ -54,7 +54,11 @@ from torch.nn import functional as F
 
 from robustmsa.data.batch import Batch
 from robustmsa.methods.base import Method, Output, Phase, register_method
-from robustmsa.missing import random_frame_dropout, random_modality_dropout, training_missing_view
+from robustmsa.missing import (
+    random_frame_dropout,
+    random_modality_dropout,
+    training_missing_view,
+)
 from robustmsa.nn.encoders import ModalityEncoders, mlp
 from robustmsa.nn.graph import AttentionReadout, GraphMessagePassing, NodeQueryDecoder
 
