@@ -63,9 +63,7 @@ def test_mask_token_name_and_fingerprint(encoder, tmp_path: Path):
             target.parent.mkdir(parents=True, exist_ok=True)
             target.symlink_to(source)
     (tmp_path / "config_sentence_transformers.json").write_text("{}")
-    other = object.__new__(text_features.TextEncoder)  # fingerprint only: no need to load weights
-    other.path = tmp_path
-    assert other.fingerprint != encoder.fingerprint
+    assert text_features.encoder_fingerprint(tmp_path) != encoder.fingerprint
 
 
 def test_missing_folder_and_missing_package_errors(tmp_path: Path, monkeypatch):

@@ -45,14 +45,31 @@ def default_text_encoder_path() -> Path:
     return path
 
 
-def load_text_encoder(path: str | os.PathLike | None = None) -> TextEncoder:
-    """Load a local sentence-transformers folder (None = the packaged all-MiniLM-L6-v2), offline."""
+def encoder_fingerprint(path: str | os.PathLike) -> str:
+    """sha256 over a model folder's weight, tokenizer and config files (relative names + contents).
+
+    A function of the folder alone, so a cache can be checked without loading the model.
+    """
+    folder = Path(path)
+    files = [p for p in folder.rglob("*") if p.is_file() and p.suffix in _FINGERPRINT_SUFFIXES
+             and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
+    return files_sha256(files, folder)
+
+
+def resolve_encoder_path(path: str | os.PathLike | None = None) -> Path:
+    """The folder `load_text_encoder(path)` would load, checked to look like a model folder."""
     folder = default_text_encoder_path() if path is None else Path(path).expanduser().resolve()
     if not folder.is_dir():
         raise FileNotFoundError(f"text encoder: {folder} is not a folder (expected a sentence-transformers model folder)")
     if not ((folder / "modules.json").is_file() or (folder / "config.json").is_file()):
         raise FileNotFoundError(f"text encoder: {folder} has neither modules.json nor config.json "
                                 "(expected a sentence-transformers model folder)")
+    return folder
+
+
+def load_text_encoder(path: str | os.PathLike | None = None) -> TextEncoder:
+    """Load a local sentence-transformers folder (None = the packaged all-MiniLM-L6-v2), offline."""
+    folder = resolve_encoder_path(path)
     name = DEFAULT_NAME if path is None else folder.name
     return TextEncoder(folder, name)
 
@@ -90,10 +107,8 @@ class TextEncoder:
 
     @cached_property
     def fingerprint(self) -> str:
-        """sha256 over the weight, tokenizer and config files (relative names + contents)."""
-        files = [p for p in self.path.rglob("*") if p.is_file() and p.suffix in _FINGERPRINT_SUFFIXES
-                 and not any(part.startswith(".") for part in p.relative_to(self.path).parts)]
-        return files_sha256(files, self.path)
+        """sha256 over the weight, tokenizer and config files (see `encoder_fingerprint`)."""
+        return encoder_fingerprint(self.path)
 
     def info(self) -> dict:
         """What a dataset or checkpoint records to re-create this encoder: name, path, fingerprint, dim."""
