@@ -1,4 +1,4 @@
-"""The `robustmsa` command: data info|synth, train, eval, methods, demo.
+"""The `robustmsa` command: data info|synth|build, train, eval, methods, demo.
 
 Every user error ends as one line on stderr (`robustmsa: error: ...`) and exit code 2.
 """
@@ -40,6 +40,15 @@ def _parser() -> argparse.ArgumentParser:
     synth.add_argument("--out", required=True)
     synth.add_argument("--n", type=int, default=None, help="total samples (default: the real dataset's size)")
     synth.add_argument("--seed", type=int, default=0)
+    build = data.add_parser("build", help="build a real dataset from its raw release (e.g. real CMU-MOSI)")
+    build.add_argument("name", choices=["mosi-real"])
+    build.add_argument("--source", required=True, help="the release folder (e.g. ../shared/data/mosi)")
+    build.add_argument("--out", required=True, help="MMSA pickle to write")
+    build.add_argument("--text-encoder", default=None,
+                       help="sentence-transformers folder (default: the packaged all-MiniLM-L6-v2)")
+    build.add_argument("--text-level", default="sentence", choices=["sentence", "token"],
+                       help="one 384-d vector per segment, or token sequences up to --max-tokens")
+    build.add_argument("--max-tokens", type=int, default=50)
 
     train = sub.add_parser("train", help="train a method, one checkpoint per seed")
     train.add_argument("--method", required=True)
@@ -120,9 +129,21 @@ def cmd_data(args) -> int:
     if args.data_command == "info":
         print(describe(load_dataset(args.path)))
         return 0
+    if args.data_command == "build":
+        return _build_dataset(args)
     start = time.perf_counter()
     path = write_synthetic(args.like, args.out, n=args.n, seed=args.seed)
     print(f"wrote {path} ({time.perf_counter() - start:.1f}s)")
+    return 0
+
+
+def _build_dataset(args) -> int:
+    from robustmsa.data.mosi_real import build_mosi_real
+
+    result = build_mosi_real(args.source, args.out, args.text_encoder, args.text_level, args.max_tokens)
+    sizes = ", ".join(f"{k} {v}" for k, v in result.sizes.items())
+    status = "up to date (same inputs and encoder), nothing encoded" if result.cached else "built"
+    print(f"{result.path}: {status} ({sizes}; {result.seconds:.1f}s)")
     return 0
 
 
