@@ -87,7 +87,7 @@ class TextEncoder:
                                       "(pip install sentence-transformers)") from None
         self.path = Path(path)
         self.name = name
-        self.model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
+        self.model = _quietly(lambda: SentenceTransformer(str(path), device="cpu", local_files_only=True))
         self.model.eval()
 
     @property
@@ -151,6 +151,19 @@ class TextEncoder:
                 features[start + row, :len(kept)] = kept
                 lengths[start + row] = len(kept)
         return features, lengths
+
+
+def _quietly(load):
+    """Run `load` without transformers' per-load "Loading weights" bar (noise in every command)."""
+    from transformers.utils import logging
+
+    was_enabled = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        return load()
+    finally:
+        if was_enabled:
+            logging.enable_progress_bar()
 
 
 def _as_list(texts) -> list[str]:
