@@ -66,10 +66,14 @@ class Segments:
     splits: np.ndarray
 
 
-def build_mosi_real(source: str | os.PathLike, out: str | os.PathLike, text_encoder: str | os.PathLike | None = None,
+def build_mosi_real(source: str | os.PathLike, out: str | os.PathLike, text_encoder=None,
                     text_level: str = "sentence", max_tokens: int = 50, progress: bool = True) -> BuildResult:
-    """Encode, join and write; skipped when `out` already holds a build of the same inputs."""
-    from robustmsa.features.text import encoder_fingerprint, load_text_encoder, resolve_encoder_path
+    """Encode, join and write; skipped when `out` already holds a build of the same inputs.
+
+    `text_encoder`: None (the packaged all-MiniLM-L6-v2), a sentence-transformers folder, or an
+    already loaded `TextEncoder` (saves loading it again).
+    """
+    from robustmsa.features.text import TextEncoder, encoder_fingerprint, load_text_encoder, resolve_encoder_path
 
     start = time.perf_counter()
     if text_level not in TEXT_LEVELS:
@@ -81,13 +85,14 @@ def build_mosi_real(source: str | os.PathLike, out: str | os.PathLike, text_enco
         raise DataError(f"{source}: no such folder (expected the CMU-MOSI release with {SEGMENTS_FILE} and {AUDIO_FILE})")
     segments = read_segments(source / SEGMENTS_FILE)
     audio = read_audio(source / AUDIO_FILE, segments.ids)
-    encoder_path = resolve_encoder_path(text_encoder)
-    key = _build_key(source, encoder_fingerprint(encoder_path), text_level, max_tokens)
+    loaded = text_encoder if isinstance(text_encoder, TextEncoder) else None
+    fingerprint = loaded.fingerprint if loaded else encoder_fingerprint(resolve_encoder_path(text_encoder))
+    key = _build_key(source, fingerprint, text_level, max_tokens)
     sizes = {s: int((segments.splits == s).sum()) for s in SPLITS}
     if _stored_key(out) == key:
         return BuildResult(out, True, time.perf_counter() - start, sizes)
 
-    encoder = load_text_encoder(text_encoder)
+    encoder = loaded or load_text_encoder(text_encoder)
     texts = [t.lower() for t in segments.texts]
     if text_level == "sentence":
         text = encoder.encode(texts, progress=progress)[:, None, :]
