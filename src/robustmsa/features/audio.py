@@ -14,6 +14,7 @@ librosa and opensmile are imported inside the functions: the core package runs w
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +46,9 @@ def load_wav(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.ndar
     if not path.is_file():
         raise DataError(f"{path}: no such audio file")
     try:
-        signal, _ = librosa.load(path, sr=sample_rate, mono=True)
+        with warnings.catch_warnings():  # its fallback notices precede our own one-line error
+            warnings.simplefilter("ignore")
+            signal, _ = librosa.load(path, sr=sample_rate, mono=True)
     except Exception as error:  # soundfile / audioread raise many types for a bad file
         raise DataError(f"{path}: not a readable audio file ({type(error).__name__})") from None
     if signal.size == 0:
@@ -58,7 +61,10 @@ def librosa_features(signal: np.ndarray, sample_rate: int = SAMPLE_RATE, hop_len
     librosa = _librosa()
     signal = np.asarray(signal, dtype=np.float32)
     mfcc = librosa.feature.mfcc(y=signal, sr=sample_rate, n_mfcc=N_MFCC, hop_length=hop_length)
-    chroma = librosa.feature.chroma_cqt(y=signal, sr=sample_rate, n_chroma=N_CHROMA, hop_length=hop_length)
+    with warnings.catch_warnings():
+        # The CQT's low octaves run on a decimated signal; librosa notes "n_fft too large" there.
+        warnings.filterwarnings("ignore", message="n_fft=.* is too large")
+        chroma = librosa.feature.chroma_cqt(y=signal, sr=sample_rate, n_chroma=N_CHROMA, hop_length=hop_length)
     zcr = librosa.feature.zero_crossing_rate(signal, hop_length=hop_length)
     frames = min(mfcc.shape[1], chroma.shape[1], zcr.shape[1])  # equal for one hop; guard anyway
     stacked = np.concatenate([mfcc[:, :frames], chroma[:, :frames], zcr[:, :frames]], axis=0).T
