@@ -117,7 +117,7 @@ def build_mosi_real(source: str | os.PathLike, out: str | os.PathLike, text_enco
                                      ModalitySpec("audio", audio.shape[2], 1)), REGRESSION_MOSI)
     metadata = {
         "builder": BUILDER,
-        "build": {"key": key, "source": str(source)},
+        "build": {"key": key},  # no source path: the same inputs give the same file, wherever they lie
         "features": {
             "text": {"kind": "text-encoder", "encoder": encoder.info(), "level": text_level,
                      "max_tokens": max_tokens, "lowercase": True},
