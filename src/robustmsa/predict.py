@@ -332,8 +332,11 @@ def _read_jsonl(text: str, name: str) -> tuple[list[dict], list[str]]:
 
 def _read_csv(text: str, name: str) -> tuple[list[dict], list[str]]:
     rows = list(csv.DictReader(io.StringIO(text)))
-    samples = [{k: _csv_cell(v) for k, v in row.items() if k is not None} for row in rows]
+    samples = [{k: v if k in _TEXT_FIELDS else _csv_cell(v) for k, v in row.items() if k is not None} for row in rows]
     return samples, [f"{name}: line {i + 2}" for i in range(len(rows))]
+
+
+_TEXT_FIELDS = (ID_FIELD, "text", "l", "t")  # kept as written: a transcript may start with "["
 
 
 def _csv_cell(value: str | None):
