@@ -150,3 +150,19 @@ def test_real_cmu_mosi_build_and_text_ridge(tmp_path: Path):
     metrics = mosi_metrics(ridge.predict(test.features["text"][:, 0]), test.labels)
     assert metrics["acc2_non0"] >= 78.0, metrics
     assert build_mosi_real(SHARED_MOSI, tmp_path / "mosi_real.pkl", progress=False).cached
+
+
+def test_bench_preset_needs_the_built_file(tmp_path: Path, monkeypatch):
+    from robustmsa.bench import make_grid
+    from robustmsa.methods.base import list_methods
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=r"dataset data/mosi_real.pkl not found; build it first: "
+                                         r"robustmsa data build mosi-real .*\(or pass --data PATH\)"):
+        make_grid("mosi-real")
+    (tmp_path / "built.pkl").write_bytes(b"")
+    grid = make_grid("mosi-real", [str(tmp_path / "built.pkl")])
+    assert grid.methods == list_methods() and grid.seeds == [0, 1, 2]
+    assert grid.protocols == ["none", "modality:0", "modality:0.1", "modality:0.2", "modality:0.3", "modality:0.4",
+                              "modality:0.5", "subset:l", "subset:a"]
+    assert grid.metrics == {"mosi": ["acc2_non0", "f1_non0", "mae", "corr"]}
