@@ -39,7 +39,7 @@ from robustmsa.data.schema import (
     Split,
 )
 
-BUILDER = "mosi-real/1"  # bump when the recipe changes: old caches then rebuild
+BUILDER = "mosi-real/2"  # bump when the recipe changes: old caches then rebuild
 SEGMENTS_FILE = "segments.csv"
 AUDIO_FILE = "audio_opensmile73.npz"
 SEGMENT_COLUMNS = ("segment_id", "video_id", "clip_id", "text", "label", "split")
@@ -93,16 +93,9 @@ def build_mosi_real(source: str | os.PathLike, out: str | os.PathLike, text_enco
         return BuildResult(out, True, time.perf_counter() - start, sizes)
 
     encoder = loaded or load_text_encoder(text_encoder)
-    texts = [t.lower() for t in segments.texts]
-    if text_level == "sentence":
-        text = encoder.encode(texts, progress=progress)[:, None, :]
-        text_lengths = np.ones(len(texts), np.int64)
-    else:
-        text, text_lengths = encoder.encode_tokens(texts, max_tokens=max_tokens, progress=progress)
-    train = segments.splits == "train"
-    mean, std = audio[train].mean(axis=0), audio[train].std(axis=0)
-    std = np.where(std > 1e-8, std, 1.0).astype(np.float32)
-    audio = ((audio - mean) / std).astype(np.float32)[:, None, :]  # train statistics only
+    text, text_lengths = _text_features(encoder, [t.lower() for t in segments.texts], text_level, max_tokens, progress)
+    audio, mean, std = _standardize(audio, segments.splits == "train")
+    audio = audio[:, None, :]  # one vector per segment = a sequence of one frame
 
     splits = {}
     for name in SPLITS:
@@ -120,13 +113,29 @@ def build_mosi_real(source: str | os.PathLike, out: str | os.PathLike, text_enco
         "build": {"key": key},  # no source path: the same inputs give the same file, wherever they lie
         "features": {
             "text": {"kind": "text-encoder", "encoder": encoder.info(), "level": text_level,
-                     "max_tokens": max_tokens, "lowercase": True},
+                     "max_tokens": max_tokens if text_level == "token" else None, "lowercase": True},
             "audio": {"kind": "precomputed", "front_end": AUDIO_FRONT_END, "dim": int(audio.shape[2]),
                       "standardize": {"mean": mean.tolist(), "std": std.tolist()}},
         },
     }
     write_mmsa(Dataset(spec, splits, source=str(source), metadata=metadata), out)
     return BuildResult(out, False, time.perf_counter() - start, sizes)
+
+
+def _text_features(encoder, texts: list[str], level: str, max_tokens: int, progress: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(N, L, D) and lengths: one sentence vector (L = 1), or word-piece states (L = max_tokens)."""
+    if level == "sentence":
+        return encoder.encode(texts, progress=progress)[:, None, :], np.ones(len(texts), np.int64)
+    return encoder.encode_tokens(texts, max_tokens=max_tokens, progress=progress)
+
+
+def _standardize(x: np.ndarray, train: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """z-scores with training-split statistics only (openSMILE values span 1e-2 .. 1e2, and the
+    encoders' input LayerNorm would otherwise see only the largest few); constant columns keep std 1."""
+    mean = x[train].mean(axis=0)
+    std = x[train].std(axis=0)
+    std = np.where(std > 1e-8, std, 1.0).astype(np.float32)
+    return ((x - mean) / std).astype(np.float32), mean, std
 
 
 def read_segments(path: Path) -> Segments:
