@@ -130,6 +130,13 @@ PRESETS = {
         variants={f"labeled_ratio={r}": [f"data.labeled_ratio={r}"] for r in ("0.1", "0.3", "0.5", "1.0")},
         metrics={"mosi": ["acc2_has0", "acc2_non0"], "sims": ["acc2"]},
     ),
+    # Real CMU-MOSI (text + audio), built by the user from the raw release (see `build`).
+    "mosi-real": dict(
+        methods=None, datasets=["data/mosi_real.pkl"],
+        protocols=["none", *[f"modality:{r}" for r in MODALITY_RATES[:6]], *_subset_protocols(("text", "audio"))[:-1]],
+        metrics={"mosi": ["acc2_non0", "f1_non0", "mae", "corr"]},
+        build="robustmsa data build mosi-real --source ../shared/data/mosi --out data/mosi_real.pkl",
+    ),
     "demo": dict(
         methods=["late_fusion", "mean_impute", "fsrf", "drf", "sslmm"], datasets=["synthetic:mosi"],
         protocols=[f"modality:{r}" for r in MODALITY_RATES], overrides=["train.epochs=15"],
@@ -153,6 +160,10 @@ def make_grid(preset: str, data: list[str] | None = None, methods: list[str] | N
     if unknown:
         raise KeyError(f"unknown method {unknown[0]!r}; available: {', '.join(available)}")
     datasets = data or spec["datasets"]
+    missing = [d for d in datasets if spec.get("build") and not d.startswith("synthetic:") and not Path(d).exists()]
+    if missing:
+        raise ValueError(f"bench {preset}: dataset {missing[0]} not found; build it first: {spec['build']}"
+                         + ("" if data else " (or pass --data PATH)"))
     protocols = spec["protocols"] or _disrupt_protocols(list(_modalities_of(datasets[0])))
     return Grid(
         name=preset, methods=[m for m in wanted if m in available], datasets=datasets, protocols=protocols,
