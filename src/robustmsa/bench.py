@@ -319,9 +319,11 @@ def _run_ray(pending: list[Job], out: str, threads: int, bar) -> list[str]:
 
 
 def collect(out: str | Path, jobs: list[Job]) -> pd.DataFrame:
-    """All stored rows of these jobs (not of other grids that share the folder)."""
-    frames = [pd.read_csv(job_file(out, j), dtype={"param": str}, keep_default_na=False) for j in jobs
-              if job_file(out, j).exists()]
+    """All stored rows of these jobs (not of other grids that share the folder). A cached job may
+    have been run by another grid under another variant label (an ablation's "full" is the
+    comparison table's default run), so the label is this grid's."""
+    frames = [pd.read_csv(job_file(out, j), dtype={"param": str}, keep_default_na=False).assign(variant=j.variant)
+              for j in jobs if job_file(out, j).exists()]
     if not frames:
         return pd.DataFrame()
     rows = pd.concat(frames, ignore_index=True)
