@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from robustmsa.data.schema import (
     REGRESSION_MOSI,
@@ -122,3 +123,12 @@ def tiny_real_checkpoint(tiny_real, tmp_path_factory) -> Path:
                                                      "train.patience=25"], method_class("late_fusion").config_class)
     out = tmp_path_factory.mktemp("runs")
     return Trainer(out, verbose=False).fit(run, load_dataset(tiny_real[1]), 0).path
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models are faster on one thread, and immune to other jobs on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
