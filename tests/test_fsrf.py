@@ -19,12 +19,8 @@ SMALL = {"d": 16, "heads": 2, "max_frames": 8}
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models are faster on one thread, and immune to other jobs on a shared machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def one_thread(one_torch_thread):
     yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

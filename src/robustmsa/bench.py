@@ -140,6 +140,13 @@ PRESETS = {
                   "inter-modal messages only": ["method.message_passing=inter"]},
         variant_rows=True, metrics={"mosi": ["acc2_has0", "acc2_non0", "f1_non0", "mae"], "sims": ["acc2", "f1", "mae"]},
     ),
+    # Real CMU-MOSI (text + audio), built by the user from the raw release (see `build`).
+    "mosi-real": dict(
+        methods=None, datasets=["data/mosi_real.pkl"],
+        protocols=["none", *[f"modality:{r}" for r in MODALITY_RATES[:6]], *_subset_protocols(("text", "audio"))[:-1]],
+        metrics={"mosi": ["acc2_non0", "f1_non0", "mae", "corr"]},
+        build="robustmsa data build mosi-real --source ../shared/data/mosi --out data/mosi_real.pkl",
+    ),
     "demo": dict(
         methods=["late_fusion", "mean_impute", "fsrf", "drf", "sslmm"], datasets=["synthetic:mosi"],
         protocols=[f"modality:{r}" for r in MODALITY_RATES], overrides=["train.epochs=15"],
@@ -163,6 +170,10 @@ def make_grid(preset: str, data: list[str] | None = None, methods: list[str] | N
     if unknown:
         raise KeyError(f"unknown method {unknown[0]!r}; available: {', '.join(available)}")
     datasets = data or spec["datasets"]
+    missing = [d for d in datasets if spec.get("build") and not d.startswith("synthetic:") and not Path(d).exists()]
+    if missing:
+        raise ValueError(f"bench {preset}: dataset {missing[0]} not found; build it first: {spec['build']}"
+                         + ("" if data else " (or pass --data PATH)"))
     protocols = spec["protocols"] or _disrupt_protocols(list(_modalities_of(datasets[0])))
     return Grid(
         name=preset, methods=[m for m in wanted if m in available], datasets=datasets, protocols=protocols,
@@ -318,9 +329,11 @@ def _run_ray(pending: list[Job], out: str, threads: int, bar) -> list[str]:
 
 
 def collect(out: str | Path, jobs: list[Job]) -> pd.DataFrame:
-    """All stored rows of these jobs (not of other grids that share the folder)."""
-    frames = [pd.read_csv(job_file(out, j), dtype={"param": str}, keep_default_na=False) for j in jobs
-              if job_file(out, j).exists()]
+    """All stored rows of these jobs (not of other grids that share the folder). A cached job may
+    have been run by another grid under another variant label (an ablation's "full" is the
+    comparison table's default run), so the label is this grid's."""
+    frames = [pd.read_csv(job_file(out, j), dtype={"param": str}, keep_default_na=False).assign(variant=j.variant)
+              for j in jobs if job_file(out, j).exists()]
     if not frames:
         return pd.DataFrame()
     rows = pd.concat(frames, ignore_index=True)

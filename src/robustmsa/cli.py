@@ -1,4 +1,4 @@
-"""The `robustmsa` command: data info|synth, features, train, eval, methods, demo.
+"""The `robustmsa` command: data info|synth|build, features, train, eval, bench, predict, methods, demo.
 
 Every user error ends as one line on stderr (`robustmsa: error: ...`) and exit code 2.
 """
@@ -43,9 +43,19 @@ def _parser() -> argparse.ArgumentParser:
     synth.add_argument("--raw", action="store_true", help="mvsa only: a raw MVSA-Single folder (JPEG images, "
                        "texts, labelResultAll.txt; --n default 300) for `robustmsa features`")
 
-    features = sub.add_parser("features", help="encode raw data into a featurized dataset folder")
+    features = sub.add_parser("features", help="compute features from raw inputs (image-text posts, WAV audio)")
     features_sub = features.add_subparsers(dest="features_command", required=True)
     _imagetext_features_parsers(features_sub)
+    _add_features_audio(features_sub)
+    build = data.add_parser("build", help="build a real dataset from its raw release (e.g. real CMU-MOSI)")
+    build.add_argument("name", choices=["mosi-real"])
+    build.add_argument("--source", required=True, help="the release folder (e.g. ../shared/data/mosi)")
+    build.add_argument("--out", required=True, help="MMSA pickle to write")
+    build.add_argument("--text-encoder", default=None,
+                       help="sentence-transformers folder (default: the packaged all-MiniLM-L6-v2)")
+    build.add_argument("--text-level", default="sentence", choices=["sentence", "token"],
+                       help="one 384-d vector per segment, or token sequences up to --max-tokens")
+    build.add_argument("--max-tokens", type=int, default=50)
 
     train = sub.add_parser("train", help="train a method, one checkpoint per seed")
     train.add_argument("--method", required=True)
@@ -80,6 +90,20 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--backend", default="local", choices=["local", "ray"])
     bench.add_argument("--out", default=None, help="output folder (default bench/<preset>)")
     bench.add_argument("overrides", nargs="*", help="key=value for every run")
+
+
+    predict = sub.add_parser("predict", help="sentiment of new samples (any subset of modalities) from a checkpoint")
+    predict.add_argument("checkpoint", help="a seed folder (or a run folder holding one seed)")
+    for modality in ("text", "audio", "vision", "image"):
+        predict.add_argument(f"--{modality}", action="append", default=None,
+                             help=f"{'a raw sentence' if modality == 'text' else 'a .npy path'}"
+                                  f"{', a .wav path' if modality == 'audio' else ''} or a JSON array of features; "
+                                  "repeat for several samples (the i-th of each flag form sample i; \"\" = missing)")
+    predict.add_argument("--input", default=None, help="JSON, JSONL, CSV or text file of samples; '-' reads stdin")
+    predict.add_argument("--input-format", default="auto", choices=["auto", "json", "jsonl", "csv", "text"])
+    predict.add_argument("--format", default="table", choices=["table", "jsonl"])
+    predict.add_argument("--text-encoder", default=None, help="text encoder folder, if not where the checkpoint says")
+    predict.add_argument("--batch-size", type=int, default=64)
 
     demo = sub.add_parser("demo", help="synthesize MOSI-shaped data, train baselines and methods, evaluate under missing rates")
     demo.add_argument("--out", default="robustmsa-demo")
@@ -116,6 +140,24 @@ def _imagetext_features_parsers(features_sub) -> None:
         p.set_defaults(features_run=_cmd_features_imagetext, modality=modality)
 
 
+def _add_features_audio(features) -> None:
+    audio = features.add_parser("audio", help="WAV folder -> .npz of (frames, 33) librosa features (CH-SIMS recipe) "
+                                "[+ eGeMAPS functionals if opensmile is installed]")
+    audio.add_argument("--wav-dir", required=True, help="folder of .wav/.flac/.ogg files (file stems become ids)")
+    audio.add_argument("--out", required=True, help=".npz to write (ids, features, lengths[, egemaps])")
+    audio.add_argument("--max-frames", type=int, default=None, help="truncate / pad to this many frames")
+    audio.set_defaults(features_run=_cmd_features_audio)
+
+
+def _cmd_features_audio(args) -> int:
+    from robustmsa.features.audio import extract_audio_dir
+
+    start = time.perf_counter()
+    path = extract_audio_dir(args.wav_dir, args.out, args.max_frames)
+    print(f"wrote {path} ({time.perf_counter() - start:.1f}s)")
+    return 0
+
+
 def _device_args(p: argparse.ArgumentParser, devices: bool = True) -> None:
     p.add_argument("--accelerator", default="cpu", help="cpu, cuda, mps or auto (Lightning Fabric)")
     if devices:
@@ -127,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     install_warning_printer()
     try:
         return COMMANDS[args.command](args)
-    except (ValueError, KeyError, FileNotFoundError, FloatingPointError) as error:
+    except (ValueError, KeyError, FileNotFoundError, FloatingPointError, ImportError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
         print(f"robustmsa: error: {message}".splitlines()[0], file=sys.stderr)
         return 2
@@ -153,6 +195,8 @@ def cmd_data(args) -> int:
     if args.data_command == "info":
         print(describe(load_dataset(args.path)))
         return 0
+    if args.data_command == "build":
+        return _build_dataset(args)
     start = time.perf_counter()
     if args.raw:
         from robustmsa.data.synthetic_posts import write_raw_mvsa
@@ -186,6 +230,16 @@ def _cmd_features_imagetext(args) -> int:
         raise ValueError(str(error)) from None
     print(posts.summary())
     print(result.summary())
+    return 0
+
+
+def _build_dataset(args) -> int:
+    from robustmsa.data.mosi_real import build_mosi_real
+
+    result = build_mosi_real(args.source, args.out, args.text_encoder, args.text_level, args.max_tokens)
+    sizes = ", ".join(f"{k} {v}" for k, v in result.sizes.items())
+    status = "up to date (same inputs and encoder), nothing encoded" if result.cached else "built"
+    print(f"{result.path}: {status} ({sizes}; {result.seconds:.1f}s)")
     return 0
 
 
@@ -292,6 +346,52 @@ def _bench(grid, out: Path, workers: int = 1, backend: str = "local", command: s
     return 1 if result.failed else 0
 
 
+def cmd_predict(args) -> int:
+    import json
+
+    from robustmsa.predict import Predictor, format_table
+
+    samples, where = _predict_samples(args)
+    predictor = Predictor.load(args.checkpoint, args.text_encoder)
+    predictions = predictor.predict(samples, args.batch_size, where)
+    if args.format == "jsonl":
+        print("\n".join(json.dumps(p.to_dict()) for p in predictions))
+    else:
+        print(format_table(predictions))
+    return 0
+
+
+def _predict_samples(args) -> tuple[list[dict], list[str]]:
+    """Samples from --text/--audio/... flags, an --input file, or stdin (when piped)."""
+    import json
+
+    from robustmsa.predict import read_samples
+
+    flags = {m: getattr(args, m) for m in ("text", "audio", "vision", "image") if getattr(args, m)}
+    if flags and args.input:
+        raise ValueError("give samples either as --text/--audio/... flags or as --input, not both")
+    if args.input or (not flags and not sys.stdin.isatty()):
+        return read_samples(sys.stdin if args.input in (None, "-") else args.input, args.input_format)
+    if not flags:
+        raise ValueError("no sample: give --text \"...\" (and/or --audio, --vision), --input FILE, or pipe samples on stdin")
+    counts = {m: len(v) for m, v in flags.items()}
+    if len(set(counts.values())) > 1:
+        given = ", ".join(f"--{m} {c} time(s)" for m, c in counts.items())
+        raise ValueError(f"each flag must be given once per sample; got {given}")
+
+    def value(modality: str, text: str):
+        if modality != "text" and text.lstrip().startswith("["):
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError:
+                raise ValueError(f"--{modality} {text[:30]!r}: not a valid JSON array") from None
+        return text
+
+    n = next(iter(counts.values()))
+    samples = [{m: value(m, flags[m][i]) for m in flags} for i in range(n)]
+    return samples, [f"sample {i + 1}" for i in range(n)]
+
+
 def cmd_demo(args) -> int:
     from robustmsa.bench import make_grid
     from robustmsa.data.synthetic import write_synthetic
@@ -309,7 +409,8 @@ def cmd_demo(args) -> int:
     return code
 
 
-COMMANDS = {"methods": cmd_methods, "data": cmd_data, "features": cmd_features, "train": cmd_train, "eval": cmd_eval, "bench": cmd_bench, "demo": cmd_demo}
+COMMANDS = {"methods": cmd_methods, "data": cmd_data, "features": cmd_features, "train": cmd_train, "eval": cmd_eval,
+            "bench": cmd_bench, "predict": cmd_predict, "demo": cmd_demo}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -26,7 +26,6 @@ UTF-8; a file that is not valid UTF-8 is read as Latin-1 (MVSA mixes encodings),
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from robustmsa.data.io import parse_json
 from robustmsa.data.schema import SPLITS, DataError
 
 MVSA_CLASSES = ("negative", "neutral", "positive")
@@ -284,9 +284,9 @@ def _split_records(path: Path, images: Path) -> list[_Record]:
     """{id, text, label | emotion_label} items of a .json array or .jsonl file."""
     if path.suffix == ".jsonl":
         lines = path.read_text(encoding="utf-8").splitlines()
-        items = [(_json(line, f"{path}:{i}"), f"{path}:{i}") for i, line in enumerate(lines, 1) if line.strip()]
+        items = [(parse_json(line, f"{path}:{i}"), f"{path}:{i}") for i, line in enumerate(lines, 1) if line.strip()]
     else:
-        array = _json(path.read_text(encoding="utf-8"), str(path))
+        array = parse_json(path.read_text(encoding="utf-8"), str(path))
         if not isinstance(array, list):
             raise DataError(f"{path}: expected a JSON array of objects, got {type(array).__name__}")
         items = [(item, f"{path} item {i}") for i, item in enumerate(array)]
@@ -306,15 +306,9 @@ def _split_records(path: Path, images: Path) -> list[_Record]:
     return records
 
 
-def _json(text: str, where: str) -> object:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{where}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
-
 
 def _read_class_names(path: Path) -> list[str]:
-    names = _json(path.read_text(encoding="utf-8"), str(path))
+    names = parse_json(path.read_text(encoding="utf-8"), str(path))
     if not isinstance(names, list) or not names or len({str(n) for n in names}) != len(names):
         raise DataError(f"{path}: expected a non-empty JSON list of distinct class names")
     return [str(n) for n in names]

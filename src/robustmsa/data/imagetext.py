@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from robustmsa.data.io import atomic_write, atomic_write_text, files_sha256
+from robustmsa.data.io import atomic_write, atomic_write_text, files_sha256, parse_json
 from robustmsa.data.mmsa import last_nonzero_lengths
 from robustmsa.data.schema import SPLITS, DataError, Dataset, DatasetSpec, LabelSpec, ModalitySpec, Split
 
@@ -96,9 +96,9 @@ def _read_records(path: Path) -> list[_Record]:
         with open(path, encoding="utf-8") as f:
             for line_number, line in enumerate(f, 1):
                 if line.strip():
-                    items.append((_parse_json(line, f"{path}:{line_number}"), f"{path}:{line_number}"))
+                    items.append((parse_json(line, f"{path}:{line_number}"), f"{path}:{line_number}"))
     else:
-        array = _parse_json(path.read_text(encoding="utf-8"), str(path))
+        array = parse_json(path.read_text(encoding="utf-8"), str(path))
         if not isinstance(array, list):
             raise DataError(f"{path}: expected a JSON array of objects, got {type(array).__name__}")
         items = [(item, f"{path} item {i}") for i, item in enumerate(array)]
@@ -112,12 +112,6 @@ def _read_records(path: Path) -> list[_Record]:
         raise DataError(f"{path}: no records")
     return records
 
-
-def _parse_json(text: str, where: str) -> object:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
 
 
 def _record(item: object, where: str) -> _Record:
@@ -133,7 +127,7 @@ def _record(item: object, where: str) -> _Record:
 
 
 def _read_classes(path: Path) -> list[str]:
-    classes = _parse_json(path.read_text(encoding="utf-8"), str(path))
+    classes = parse_json(path.read_text(encoding="utf-8"), str(path))
     if not isinstance(classes, list) or not classes or len(set(map(str, classes))) != len(classes):
         raise DataError(f"{path}: expected a non-empty JSON list of distinct class names")
     return [str(c) for c in classes]

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
+
+from robustmsa.data.schema import DataError
 
 _CHUNK = 1 << 20
 
@@ -90,3 +93,11 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write `text` (UTF-8) to `path` atomically."""
     with atomic_write(path, "w") as f:
         f.write(text)
+
+
+def parse_json(text: str, where: str) -> object:
+    """json.loads whose error is one line naming where the text came from (file, or file:line)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{where}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None

@@ -8,6 +8,10 @@ the BERT attention mask, or the last non-zero frame. Anything inconsistent is a 
 with a one-line message naming the file, split, key and what was expected, because a silently
 misread dataset costs far more than a refused one.
 
+An optional top-level `metadata` dict (JSON-able; written by `data build`) says how the
+features were made; it becomes `Dataset.metadata`. Readers that know only the three splits
+ignore it.
+
 Mapping to `Split`: `regression_labels` -> labels; SIMS unimodal labels
 `regression_labels_T/A/V` -> extra_labels["text" / "audio" / "vision"];
 `classification_labels` -> extra_labels["classification"].
@@ -99,7 +103,14 @@ def parse_mmsa(raw: object, source: str, name: str) -> Dataset:
     for s in splits.values():
         np.clip(s.labels, label.low, label.high, out=s.labels)
     spec = DatasetSpec(name, tuple(ModalitySpec(m, shapes[m][1], shapes[m][0]) for m in modalities), label)
-    return Dataset(spec=spec, splits=splits, source=source)
+    return Dataset(spec=spec, splits=splits, source=source, metadata=_metadata(raw, source))
+
+
+def _metadata(raw: dict, source: str) -> dict:
+    metadata = raw.get("metadata", {})
+    if not isinstance(metadata, dict):
+        raise DataError(f"{source}: key 'metadata': expected a dict, got {type(metadata).__name__}")
+    return metadata
 
 
 def _as_table(value: object, source: str, split: str) -> dict:
@@ -318,4 +329,6 @@ def to_mmsa_dict(dataset: Dataset) -> dict:
             if key is not None:
                 table[key] = y.astype(np.float32)
         raw[name] = table
+    if dataset.metadata:
+        raw["metadata"] = dataset.metadata
     return raw

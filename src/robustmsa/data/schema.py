@@ -137,6 +137,9 @@ class Dataset:
     splits: dict[str, Split]
     source: str = ""  # the file or folder it was read from
     source_hash: str = ""  # sha256 of the source file(s), for reports
+    # How the features were made (e.g. metadata["features"]["text"] names the text encoder), so a
+    # trained model can featurize new raw inputs the same way. JSON-able; empty when unknown.
+    metadata: dict = field(default_factory=dict)
 
     def __getitem__(self, split: str) -> Split:
         if split not in self.splits:

@@ -4,6 +4,12 @@ Each front-end runs offline and imports its heavy dependency lazily, so the core
 installs and runs without them.
 """
 
-from robustmsa.features.text import TextEncoder, default_text_encoder_path, load_text_encoder
+from robustmsa.features.text import (
+    TextEncoder,
+    default_text_encoder_path,
+    encoder_fingerprint,
+    load_text_encoder,
+    resolve_encoder_path,
+)
 
-__all__ = ["TextEncoder", "default_text_encoder_path", "load_text_encoder"]
+__all__ = ["TextEncoder", "default_text_encoder_path", "encoder_fingerprint", "load_text_encoder", "resolve_encoder_path"]

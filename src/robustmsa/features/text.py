@@ -45,14 +45,31 @@ def default_text_encoder_path() -> Path:
     return path
 
 
-def load_text_encoder(path: str | os.PathLike | None = None) -> TextEncoder:
-    """Load a local sentence-transformers folder (None = the packaged all-MiniLM-L6-v2), offline."""
+def encoder_fingerprint(path: str | os.PathLike) -> str:
+    """sha256 over a model folder's weight, tokenizer and config files (relative names + contents).
+
+    A function of the folder alone, so a cache can be checked without loading the model.
+    """
+    folder = Path(path)
+    files = [p for p in folder.rglob("*") if p.is_file() and p.suffix in _FINGERPRINT_SUFFIXES
+             and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
+    return files_sha256(files, folder)
+
+
+def resolve_encoder_path(path: str | os.PathLike | None = None) -> Path:
+    """The folder `load_text_encoder(path)` would load, checked to look like a model folder."""
     folder = default_text_encoder_path() if path is None else Path(path).expanduser().resolve()
     if not folder.is_dir():
         raise FileNotFoundError(f"text encoder: {folder} is not a folder (expected a sentence-transformers model folder)")
     if not ((folder / "modules.json").is_file() or (folder / "config.json").is_file()):
         raise FileNotFoundError(f"text encoder: {folder} has neither modules.json nor config.json "
                                 "(expected a sentence-transformers model folder)")
+    return folder
+
+
+def load_text_encoder(path: str | os.PathLike | None = None) -> TextEncoder:
+    """Load a local sentence-transformers folder (None = the packaged all-MiniLM-L6-v2), offline."""
+    folder = resolve_encoder_path(path)
     name = DEFAULT_NAME if path is None else folder.name
     return TextEncoder(folder, name)
 
@@ -70,7 +87,7 @@ class TextEncoder:
                                       "(pip install sentence-transformers)") from None
         self.path = Path(path)
         self.name = name
-        self.model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
+        self.model = _quietly(lambda: SentenceTransformer(str(path), device="cpu", local_files_only=True))
         self.model.eval()
 
     @property
@@ -90,10 +107,8 @@ class TextEncoder:
 
     @cached_property
     def fingerprint(self) -> str:
-        """sha256 over the weight, tokenizer and config files (relative names + contents)."""
-        files = [p for p in self.path.rglob("*") if p.is_file() and p.suffix in _FINGERPRINT_SUFFIXES
-                 and not any(part.startswith(".") for part in p.relative_to(self.path).parts)]
-        return files_sha256(files, self.path)
+        """sha256 over the weight, tokenizer and config files (see `encoder_fingerprint`)."""
+        return encoder_fingerprint(self.path)
 
     def info(self) -> dict:
         """What a dataset or checkpoint records to re-create this encoder: name, path, fingerprint, dim."""
@@ -136,6 +151,19 @@ class TextEncoder:
                 features[start + row, :len(kept)] = kept
                 lengths[start + row] = len(kept)
         return features, lengths
+
+
+def _quietly(load):
+    """Run `load` without transformers' per-load "Loading weights" bar (noise in every command)."""
+    from transformers.utils import logging
+
+    was_enabled = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        return load()
+    finally:
+        if was_enabled:
+            logging.enable_progress_bar()
 
 
 def _as_list(texts) -> list[str]:

@@ -43,7 +43,7 @@ Choices METHODS.md leaves open (each is a config option or stated here):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn

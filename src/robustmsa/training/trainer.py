@@ -188,7 +188,8 @@ class Trainer:
             "run": run.to_dict(),
             "method_config": dataclasses.asdict(method.cfg),
             "spec": dataset.spec.to_dict(),
-            "data": {"source": dataset.source, "sha256": dataset.source_hash},
+            # metadata: how the features were made (e.g. the text encoder), for `robustmsa predict`
+            "data": {"source": dataset.source, "sha256": dataset.source_hash, "metadata": dataset.metadata},
             "seed": seed,
             "config_hash": run.hash(dataset.source_hash),
             "metrics_version": METRICS_VERSION,
