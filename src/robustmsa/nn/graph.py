@@ -59,7 +59,13 @@ def masked_softmax(logits: Tensor, allowed: Tensor) -> Tensor:
 
 class MaskedAttention(nn.Module):
     """Multi-head attention of queries over keys under a boolean (B, Q, K) `allowed` matrix.
-    Returns (messages (B, Q, d), weights (B, heads, Q, K)); a query with no allowed key gets 0."""
+    Returns (messages (B, Q, d), weights over the real keys (B, heads, Q, K)); a query with no
+    allowed key gets 0.
+
+    A learned null key (an attention sink) competes with the allowed keys wherever there is at
+    least one, so a node can decline what it hears, and the attention stays trainable when a
+    node has a single neighbour (a softmax over one key is constant). The null key is a
+    parameter, not data: it carries nothing from any node."""
 
     def __init__(self, d: int, heads: int = 4, dropout: float = 0.0):
         super().__init__()
@@ -68,19 +74,22 @@ class MaskedAttention(nn.Module):
         self.heads = heads
         self.query = nn.Linear(d, d)
         self.key_value = nn.Linear(d, 2 * d)
+        self.null = nn.Parameter(torch.zeros(1, 1, d))
         self.out = nn.Linear(d, d)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, queries: Tensor, keys: Tensor, allowed: Tensor) -> tuple[Tensor, Tensor]:
         b, q_len, d = queries.shape
+        keys = torch.cat([self.null.expand(b, 1, d), keys], dim=1)
+        received = allowed.any(dim=-1, keepdim=True)
+        allowed = torch.cat([received, allowed], dim=-1)  # the null key only beside a real one
         k_len, width = keys.shape[1], d // self.heads
         q = self.query(queries).view(b, q_len, self.heads, width).transpose(1, 2)
         k, v = self.key_value(keys).view(b, k_len, 2, self.heads, width).permute(2, 0, 3, 1, 4)
         logits = q @ k.transpose(-1, -2) / math.sqrt(width)
         weights = masked_softmax(logits, allowed.unsqueeze(1))
         mixed = (self.dropout(weights) @ v).transpose(1, 2).reshape(b, q_len, d)
-        received = allowed.any(dim=-1, keepdim=True).to(mixed.dtype)
-        return self.out(mixed) * received, weights
+        return self.out(mixed) * received.to(mixed.dtype), weights[..., 1:]
 
 
 class MessageStep(nn.Module):
