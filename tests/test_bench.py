@@ -169,6 +169,20 @@ def test_ablation_preset_is_one_table_whose_rows_are_the_variants(tmp_path):
     assert "| full | 81.00 ± 1.41 |" in text and "| w/o recovery | 81.00 ± 1.41 |" in text
 
 
+def test_ratio_ablation_preset_shares_the_table_runs():
+    grid = make_grid("sslmm-ratio-ablation")
+    assert len(grid.variants) == 11 and "1.0 w/o unlabeled consistency" not in grid.variants
+    table = make_grid("sslmm-table", data=["synthetic:mosi"])
+    from robustmsa.config import RunConfig, apply_overrides
+    from robustmsa.methods.base import method_class
+
+    def resolved(job):
+        return apply_overrides(RunConfig(job.method), list(job.overrides), method_class(job.method).config_class).hash("x")
+
+    full = {resolved(j) for j in grid.jobs() if j.variant.endswith(" full")}
+    assert full <= {resolved(j) for j in table.jobs() if j.method == "sslmm"}  # trained once for both
+
+
 @pytest.mark.slow
 def test_ray_backend_gives_the_same_numbers_as_serial(tmp_path):
     pytest.importorskip("ray", reason="the optional extra robustmsa[ray] is not installed")

@@ -140,6 +140,15 @@ PRESETS = {
                   "inter-modal messages only": ["method.message_passing=inter"]},
         variant_rows=True, metrics={"mosi": ["acc2_has0", "acc2_non0", "f1_non0", "mae"], "sims": ["acc2", "f1", "mae"]},
     ),
+    "sslmm-ratio-ablation": dict(  # does pre-training / unlabeled consistency help at each labeled ratio?
+        methods=["sslmm"], datasets=["synthetic:mosi"], protocols=["modality:0", "modality:0.5"],
+        variants={f"{ratio} {label}": [f"data.labeled_ratio={ratio}", *switch]
+                  for ratio in ("0.1", "0.3", "0.5", "1.0")
+                  for label, switch in (("full", []), ("w/o pre-training", ["method.use_pretrain=false"]),
+                                        ("w/o unlabeled consistency", ["method.use_consistency=false"]))
+                  if not (ratio == "1.0" and switch == ["method.use_consistency=false"])},  # 1.0: nothing unlabeled
+        variant_rows=True, metrics={"mosi": ["acc2_non0", "mae"], "sims": ["acc2", "mae"]},
+    ),
     # Real CMU-MOSI (text + audio), built by the user from the raw release (see `build`).
     "mosi-real": dict(
         methods=None, datasets=["data/mosi_real.pkl"],
