@@ -411,9 +411,13 @@ def random_modality_dropout(
     kept = present & ~(_uniform(tuple(present.shape), present, generator) < rate)
     kept |= complete[:, None] & present
     emptied = ~kept.any(dim=1) & present.any(dim=1)
+    return kept | (_one_present_modality(present, generator) & emptied[:, None])
+
+
+def _one_present_modality(present: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """(B, M) bool: one present modality per row, drawn uniformly (rows with none get an arbitrary one)."""
     scores = _uniform(tuple(present.shape), present, generator).masked_fill(~present, -1.0)
-    rescue = torch.zeros_like(present).scatter_(1, scores.argmax(dim=1, keepdim=True), True)
-    return kept | (rescue & emptied[:, None])
+    return torch.zeros_like(present).scatter_(1, scores.argmax(dim=1, keepdim=True), True)
 
 
 def _complete_rows(present: torch.Tensor, fraction: float, generator: torch.Generator | None) -> torch.Tensor:
@@ -501,8 +505,7 @@ def random_disruption(
     present = batch.present
     has_any = present.any(dim=1)
     hit = _random_rows(has_any, round(rate * int(has_any.sum())), generator)
-    scores = _uniform(tuple(present.shape), present, generator).masked_fill(~present, -1.0)
-    target = torch.zeros_like(present).scatter_(1, scores.argmax(dim=1, keepdim=True), True) & hit[:, None]
+    target = _one_present_modality(present, generator) & hit[:, None]
     if mode == "CD":
         hits = int(hit.sum())
         coin = int(_uniform((1,), present, generator)[0] < 0.5)

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from robustmsa.data.batch import SplitTensors
+from robustmsa.data.io import parse_json
 from robustmsa.data.schema import DataError, DatasetSpec, Split
 from robustmsa.evaluation.metrics import SIMS_EDGES_ACC3, sims_bins
 from robustmsa.training.checkpoint import Checkpoint, find_checkpoints, load_checkpoint
@@ -190,10 +191,8 @@ class Predictor:
                             f"text encoder; give a feature array of {self.spec.modality('text').dim} values")
         if info.get("lowercase"):
             texts = [t.lower() for t in texts]
-        encoder = self.text_encoder
-        if info.get("level") == "token":
-            return encoder.encode_tokens(texts, max_tokens=self.spec.modality("text").max_len, progress=False)
-        return encoder.encode(texts, progress=False)[:, None, :], np.ones(len(texts), np.int64)
+        return self.text_encoder.sequences(texts, info.get("level", "sentence"), self.spec.modality("text").max_len,
+                                           progress=False)
 
     # --- predicting ---------------------------------------------------------------------
     @torch.no_grad()
@@ -309,10 +308,7 @@ def _sniff(text: str) -> str:
 
 
 def _read_json(text: str, name: str) -> tuple[list[dict], list[str]]:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise DataError(f"{name}: not valid JSON (line {error.lineno}: {error.msg})") from None
+    value = parse_json(text, name)
     items = value if isinstance(value, list) else [value]
     return items, [f"{name}: item {i + 1}" for i in range(len(items))]
 
@@ -322,10 +318,7 @@ def _read_jsonl(text: str, name: str) -> tuple[list[dict], list[str]]:
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
-        try:
-            samples.append(json.loads(line))
-        except json.JSONDecodeError as error:
-            raise DataError(f"{name}: line {number}: not valid JSON ({error.msg})") from None
+        samples.append(parse_json(line, f"{name}: line {number}"))
         where.append(f"{name}: line {number}")
     return samples, where
 

@@ -93,7 +93,7 @@ def build_mosi_real(source: str | os.PathLike, out: str | os.PathLike, text_enco
         return BuildResult(out, True, time.perf_counter() - start, sizes)
 
     encoder = loaded or load_text_encoder(text_encoder)
-    text, text_lengths = _text_features(encoder, [t.lower() for t in segments.texts], text_level, max_tokens, progress)
+    text, text_lengths = encoder.sequences([t.lower() for t in segments.texts], text_level, max_tokens, progress)
     audio, mean, std = _standardize(audio, segments.splits == "train")
     audio = audio[:, None, :]  # one vector per segment = a sequence of one frame
 
@@ -121,12 +121,6 @@ def build_mosi_real(source: str | os.PathLike, out: str | os.PathLike, text_enco
     write_mmsa(Dataset(spec, splits, source=str(source), metadata=metadata), out)
     return BuildResult(out, False, time.perf_counter() - start, sizes)
 
-
-def _text_features(encoder, texts: list[str], level: str, max_tokens: int, progress: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(N, L, D) and lengths: one sentence vector (L = 1), or word-piece states (L = max_tokens)."""
-    if level == "sentence":
-        return encoder.encode(texts, progress=progress)[:, None, :], np.ones(len(texts), np.int64)
-    return encoder.encode_tokens(texts, max_tokens=max_tokens, progress=progress)
 
 
 def _standardize(x: np.ndarray, train: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

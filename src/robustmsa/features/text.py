@@ -153,6 +153,17 @@ class TextEncoder:
         return features, lengths
 
 
+    def sequences(self, texts: list[str], level: str, max_tokens: int = 50,
+                  progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """(N, L, D) and lengths in the layout a dataset stores: one sentence vector (L = 1,
+        level "sentence") or word-piece states (L = max_tokens, level "token"). The dataset
+        builder and the Predictor both call this, so a prediction sees what training saw."""
+        if level == "sentence":
+            return self.encode(texts, progress=progress)[:, None, :], np.ones(len(texts), np.int64)
+        if level == "token":
+            return self.encode_tokens(texts, max_tokens=max_tokens, progress=progress)
+        raise ValueError(f"text level {level!r}: expected 'sentence' or 'token'")
+
 def _quietly(load):
     """Run `load` without transformers' per-load "Loading weights" bar (noise in every command)."""
     from transformers.utils import logging
