@@ -34,12 +34,13 @@ def _parser() -> argparse.ArgumentParser:
 
     data = sub.add_parser("data", help="inspect or synthesize datasets").add_subparsers(dest="data_command", required=True)
     info = data.add_parser("info", help="splits, sizes, dims, lengths and label statistics of a dataset")
-    info.add_argument("path")
+    info.add_argument("path", help="MMSA pickle or image-text folder")
     synth = data.add_parser("synth", help="write synthetic data in a real format (MMSA pickle / image-text folder)")
-    synth.add_argument("--like", required=True, choices=["mosi", "mosei", "sims", "mvsa"])
-    synth.add_argument("--out", required=True)
+    synth.add_argument("--like", required=True, choices=["mosi", "mosei", "sims", "mvsa"],
+                       help="the dataset whose shapes, sizes and label kind to imitate")
+    synth.add_argument("--out", required=True, help="MMSA pickle (mosi, mosei, sims) or folder (mvsa) to write")
     synth.add_argument("--n", type=int, default=None, help="total samples (default: the real dataset's size)")
-    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--seed", type=int, default=0, help="random seed of the synthetic data (default 0)")
     synth.add_argument("--raw", action="store_true", help="mvsa only: a raw MVSA-Single folder (JPEG images, "
                        "texts, labelResultAll.txt; --n default 300) for `robustmsa features`")
 
@@ -48,20 +49,20 @@ def _parser() -> argparse.ArgumentParser:
     _imagetext_features_parsers(features_sub)
     _add_features_audio(features_sub)
     build = data.add_parser("build", help="build a real dataset from its raw release (e.g. real CMU-MOSI)")
-    build.add_argument("name", choices=["mosi-real"])
+    build.add_argument("name", choices=["mosi-real"], help="which release to build")
     build.add_argument("--source", required=True, help="the release folder (e.g. ../shared/data/mosi)")
     build.add_argument("--out", required=True, help="MMSA pickle to write")
     build.add_argument("--text-encoder", default=None,
                        help="sentence-transformers folder (default: the packaged all-MiniLM-L6-v2)")
     build.add_argument("--text-level", default="sentence", choices=["sentence", "token"],
                        help="one 384-d vector per segment, or token sequences up to --max-tokens")
-    build.add_argument("--max-tokens", type=int, default=50)
+    build.add_argument("--max-tokens", type=int, default=50, help="token sequence length with --text-level token (default 50)")
 
     train = sub.add_parser("train", help="train a method, one checkpoint per seed")
-    train.add_argument("--method", required=True)
-    train.add_argument("--data", required=True)
-    train.add_argument("--out", default="runs")
-    train.add_argument("--seeds", type=_ints, default=[0])
+    train.add_argument("--method", required=True, help="a registered method (see `robustmsa methods`)")
+    train.add_argument("--data", required=True, help="MMSA pickle or image-text folder")
+    train.add_argument("--out", default="runs", help="runs folder (default runs): <method>-<config hash>/seed<k>/")
+    train.add_argument("--seeds", type=_ints, default=[0], help="comma-separated training seeds (default 0)")
     _device_args(train)
     train.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     train.add_argument("overrides", nargs="*", help="key=value, e.g. train.epochs=20 method.d=64 labeled_ratio=0.5")
@@ -72,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--protocol", default="modality", help="none, modality, subset, frame or disrupt")
     ev.add_argument("--values", default=None, help=f"comma-separated parameter values (modality default {DEFAULT_RATES}); "
                     "use ';' to separate subset/disrupt values, e.g. 'l;a;l,a'")
-    ev.add_argument("--split", default="test", choices=["valid", "test"])
+    ev.add_argument("--split", default="test", choices=["valid", "test"], help="split to evaluate on (default test)")
     ev.add_argument("--metrics", default=None, help="metrics to print (default depends on the label kind)")
     ev.add_argument("--csv", default=None, help="where to write the tidy results (default: results.csv beside the first run)")
     _device_args(ev, devices=False)
@@ -80,14 +81,15 @@ def _parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="a grid of methods x datasets x variants x seeds x protocols -> report")
     from robustmsa.bench import PRESETS
 
-    bench.add_argument("--preset", required=True, choices=sorted(PRESETS))
+    bench.add_argument("--preset", required=True, choices=sorted(PRESETS), help="which grid of runs and tables")
     bench.add_argument("--data", action="append", default=None, help="dataset path (repeatable; default: the preset's)")
     bench.add_argument("--methods", default=None, help="comma-separated (default: the preset's)")
     bench.add_argument("--seeds", type=_ints, default=None, help="default 0,1,2")
     bench.add_argument("--workers", type=int, default=1, help="parallel training processes")
     bench.add_argument("--threads", type=int, default=1,
                        help="torch threads per run (default 1, whatever --workers is: same numbers however scheduled)")
-    bench.add_argument("--backend", default="local", choices=["local", "ray"])
+    bench.add_argument("--backend", default="local", choices=["local", "ray"],
+                       help="local process pool (default) or Ray (extra robustmsa[ray])")
     bench.add_argument("--out", default=None, help="output folder (default bench/<preset>)")
     bench.add_argument("overrides", nargs="*", help="key=value for every run")
 
@@ -100,17 +102,18 @@ def _parser() -> argparse.ArgumentParser:
                                   f"{', a .wav path' if modality == 'audio' else ''} or a JSON array of features; "
                                   "repeat for several samples (the i-th of each flag form sample i; \"\" = missing)")
     predict.add_argument("--input", default=None, help="JSON, JSONL, CSV or text file of samples; '-' reads stdin")
-    predict.add_argument("--input-format", default="auto", choices=["auto", "json", "jsonl", "csv", "text"])
-    predict.add_argument("--format", default="table", choices=["table", "jsonl"])
+    predict.add_argument("--input-format", default="auto", choices=["auto", "json", "jsonl", "csv", "text"],
+                         help="format of --input (default: from the file suffix, else sniffed)")
+    predict.add_argument("--format", default="table", choices=["table", "jsonl"], help="output format (default table)")
     predict.add_argument("--text-encoder", default=None, help="text encoder folder, if not where the checkpoint says")
-    predict.add_argument("--batch-size", type=int, default=64)
+    predict.add_argument("--batch-size", type=int, default=64, help="samples per forward pass (default 64)")
 
     demo = sub.add_parser("demo", help="synthesize MOSI-shaped data, train baselines and methods, evaluate under missing rates")
-    demo.add_argument("--out", default="robustmsa-demo")
+    demo.add_argument("--out", default="robustmsa-demo", help="output folder (default robustmsa-demo)")
     demo.add_argument("--n", type=int, default=None, help="total samples (default: full MOSI size, 2199)")
-    demo.add_argument("--seeds", type=_ints, default=[0, 1, 2])
+    demo.add_argument("--seeds", type=_ints, default=[0, 1, 2], help="comma-separated training seeds (default 0,1,2)")
     demo.add_argument("--methods", default=None, help="default: late_fusion, mean_impute and every robust method present")
-    demo.add_argument("--epochs", type=int, default=15)
+    demo.add_argument("--epochs", type=int, default=15, help="training epochs per run (default 15)")
     demo.add_argument("--workers", type=int, default=2, help="parallel training processes (default 2, one per core)")
     return parser
 
@@ -126,7 +129,7 @@ def _imagetext_features_parsers(features_sub) -> None:
         p.add_argument("--data", required=True, help="raw folder: MVSA-Single/-Multiple, TumEmo or train/valid/test .json")
         p.add_argument("--out", required=True, help="featurized folder to write (read by --data of train / eval)")
         p.add_argument("--encoder", default=None, help=encoder_help)
-        p.add_argument("--layout", default="auto", choices=LAYOUTS)
+        p.add_argument("--layout", default="auto", choices=LAYOUTS, help="raw folder layout (default: detected)")
         p.add_argument("--classes", default=None, help="comma-separated class names, in index order for integer labels")
         p.add_argument("--split-seed", type=int, default=0, help="seed of the 8:1:1 split when there are no split files")
         p.add_argument("--disrupt", default=None, help="DRF protocol on the raw inputs, e.g. disrupt:CD:random:0.4")
@@ -134,7 +137,7 @@ def _imagetext_features_parsers(features_sub) -> None:
         p.add_argument("--seed", type=int, default=0, help="protocol seed (the eval seed whose masks it reproduces)")
         p.add_argument("--cache", default=None, help="feature cache folder (default: $ROBUSTMSA_CACHE or "
                        "~/.cache/robustmsa/features); 'none' disables it")
-        p.add_argument("--batch-size", type=int, default=32)
+        p.add_argument("--batch-size", type=int, default=32, help="posts per encoder batch (default 32)")
         p.add_argument("--skip-bad", action="store_true", help="drop posts with a missing/unreadable image or empty text")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
         p.set_defaults(features_run=_cmd_features_imagetext, modality=modality)
@@ -183,9 +186,20 @@ def cmd_methods(args) -> int:
     for name in list_methods():
         cls = method_class(name)
         options = ", ".join(f"{f.name}={f.default}" for f in dataclasses.fields(cls.config_class))
-        summary = (cls.__doc__ or "").strip().splitlines()[0]
+        summary = first_sentence(cls.__doc__ or "")
         print(f"{name:12s} {summary}\n{'':12s} options: {options}")
     return 0
+
+
+def first_sentence(doc: str) -> str:
+    """The docstring's first sentence, however many lines it spans (a summary never stops mid-sentence)."""
+    paragraph = " ".join(doc.strip().split("\n\n")[0].split())
+    depth = 0  # a full stop inside brackets ("Hazarika et al. 2020") ends no sentence
+    for i, char in enumerate(paragraph):
+        depth += (char in "([") - (char in ")]")
+        if char == "." and depth == 0 and paragraph[i + 1 : i + 2] in ("", " "):
+            return paragraph[: i + 1]
+    return paragraph
 
 
 def cmd_data(args) -> int:
@@ -256,7 +270,8 @@ def _train(method: str, data_path: str, out: str, seeds: list[int], overrides: l
     results = []
     for seed in seeds:
         result = trainer.fit(run, dataset, seed)
-        status = "already trained" if result.skipped else f"{result.epochs_run} epochs, {result.seconds:.1f}s"
+        status = "already trained" if result.skipped else \
+            f"{'resumed, ' if result.resumed else ''}{result.epochs_run} epochs, {result.seconds:.1f}s"
         shown = ", ".join(f"{k}={v:.3f}" for k, v in list(result.valid_metrics.items())[:4])
         print(f"{method} seed {seed}: {result.path} ({status}) valid: {shown}")
         results.append(result)

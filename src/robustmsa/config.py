@@ -44,6 +44,7 @@ class TrainConfig:
 @dataclass
 class DataConfig:
     labeled_ratio: float = 1.0  # fraction of training labels kept (PROTOCOLS.md label scarcity)
+    standardize: bool = True  # per-feature standardization with training statistics (data/standardize.py)
 
     def validate(self) -> None:
         if not 0.0 < self.labeled_ratio <= 1.0:
@@ -118,7 +119,18 @@ def apply_overrides(run: RunConfig, overrides: list[str], method_config_class: t
             setattr(getattr(run, section), name, typed)
     run.train.validate()
     run.data.validate()
+    validate_method_options(run.method_options, method_config_class)
     return run
+
+
+def validate_method_options(options: dict[str, Any], config_class: type) -> None:
+    """Integer method options are sizes and counts (d, heads, segments, queue sizes, ...): they
+    must be >= 1, unless the field declares another floor (`field(metadata={"min": 0})`)."""
+    types_ = _field_types(config_class)
+    floors = {f.name: f.metadata.get("min", 1) for f in dataclasses.fields(config_class)}
+    for name, value in options.items():
+        if types_.get(name) is int and value < floors[name]:
+            raise ConfigError(f"method.{name} must be >= {floors[name]}, got {value}")
 
 
 def _locate(key: str, sections: dict[str, type]) -> tuple[str, str]:

@@ -207,7 +207,7 @@ class Predictor:
         ids = [str(s.get(ID_FIELD, i + 1)) if isinstance(s, dict) else str(i + 1) for i, s in enumerate(samples)]
         label_dtype = np.float32 if self.spec.label.is_regression else np.int64
         split = Split("predict", ids, features, lengths, np.zeros(len(samples), label_dtype))
-        tensors = SplitTensors(split, self.spec)
+        tensors = SplitTensors(split, self.spec, stats=self.method.input_stats)
         preds, extras = [], {}
         for batch in tensors.batches(batch_size):
             out = self.method(batch)

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from robustmsa.data.schema import DatasetSpec, Split
+from robustmsa.data.standardize import FeatureStats
 
 
 @dataclass
@@ -83,7 +84,9 @@ class Batch:
 
 
 class SplitTensors:
-    """One split with a missing pattern applied, held as tensors; `batch(idx)` slices it."""
+    """One split with a missing pattern applied, held as tensors; `batch(idx)` slices it.
+    `stats`: the training statistics to standardize features with (data/standardize.py), applied
+    before the masks so that a missing, dropped or padded value is 0 = the training mean."""
 
     def __init__(
         self,
@@ -91,6 +94,7 @@ class SplitTensors:
         spec: DatasetSpec,
         pattern: MissingPattern | None = None,
         labeled: np.ndarray | None = None,
+        stats: FeatureStats | None = None,
     ):
         mods = spec.modality_names
         pattern = pattern or MissingPattern.complete(split, mods)
@@ -108,7 +112,7 @@ class SplitTensors:
             valid = np.arange(x.shape[1])[None, :] < length[:, None]
             present[:, j] &= length > 0
             keep = valid & pattern.frame_keep.get(m, True) & present[:, j : j + 1]
-            values = x * keep[:, :, None]
+            values = (x if stats is None else stats.apply(m, x)) * keep[:, :, None]
             if m in pattern.corrupt:
                 values = values * ~pattern.corrupt[m]
             self.features[m] = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))

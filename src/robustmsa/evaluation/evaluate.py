@@ -11,6 +11,7 @@ import torch
 
 from robustmsa.data.batch import SplitTensors
 from robustmsa.data.schema import Dataset
+from robustmsa.data.standardize import FeatureStats
 from robustmsa.evaluation.metrics import compute_metrics
 from robustmsa.methods.base import Method
 from robustmsa.missing import Protocol, make_pattern
@@ -26,9 +27,11 @@ def predict_tensors(method: Method, tensors: SplitTensors, batch_size: int = 256
     return torch.cat(outputs).numpy()
 
 
-def split_tensors(dataset: Dataset, split: str, protocol: Protocol, seed: int) -> SplitTensors:
+def split_tensors(dataset: Dataset, split: str, protocol: Protocol, seed: int,
+                  stats: FeatureStats | None = None) -> SplitTensors:
+    """One split under one protocol; `stats`: the method's input standardization (its `input_stats`)."""
     data = dataset[split]
-    return SplitTensors(data, dataset.spec, make_pattern(data, dataset.spec, protocol, seed))
+    return SplitTensors(data, dataset.spec, make_pattern(data, dataset.spec, protocol, seed), stats=stats)
 
 
 def evaluate(
@@ -42,7 +45,7 @@ def evaluate(
 ) -> dict[str, float]:
     """Metrics of `method` on one split under one protocol setting."""
     protocol = Protocol.parse(protocol) if isinstance(protocol, str) else protocol
-    tensors = split_tensors(dataset, split, protocol, seed)
+    tensors = split_tensors(dataset, split, protocol, seed, method.input_stats)
     pred = predict_tensors(method, tensors, batch_size, device)
     return compute_metrics(dataset.spec.label.metric_family, pred, dataset[split].labels)
 
@@ -66,7 +69,7 @@ def sweep(checkpoints, dataset: Dataset, protocols: list[Protocol], split: str =
     for ckpt in checkpoints:
         ckpt.method.to(device)
         for protocol in protocols:
-            tensors = split_tensors(dataset, split, protocol, ckpt.seed)
+            tensors = split_tensors(dataset, split, protocol, ckpt.seed, ckpt.method.input_stats)
             pred = predict_tensors(ckpt.method, tensors, batch_size, device)
             for metric, value in compute_metrics(family, pred, labels).items():
                 rows.append({

@@ -20,7 +20,7 @@ from robustmsa.missing import Protocol
 
 @torch.no_grad()
 def _quality(method: Method, dataset: Dataset, split: str, protocol: str, seed: int, batch_size: int) -> torch.Tensor:
-    tensors = split_tensors(dataset, split, Protocol.parse(protocol), seed)
+    tensors = split_tensors(dataset, split, Protocol.parse(protocol), seed, method.input_stats)
     parts = []
     for batch in tensors.batches(batch_size):
         extras = method(batch).extras

@@ -142,6 +142,7 @@ def bench_report(rows: pd.DataFrame, grid, out: str | Path, command: str = "") -
         lines += ["", f"## Dataset `{dataset}`", "", f"sha256 `{by_data['data_sha256'].iloc[0]}`", ""]
         hashes = by_data.groupby(["method", "variant"], sort=False)["config_hash"].first()
         lines += ["Config hashes: " + ", ".join(f"{m}{' [' + v + ']' if v else ''} `{h}`" for (m, v), h in hashes.items())]
+        lines += ["", collapsed_runs(by_data)]
         family = metric_family_of(by_data)
         for variant, part in by_data.groupby("variant", sort=False):
             heading = f"training variant `{variant}`" if variant else "default training"
@@ -156,6 +157,18 @@ def bench_report(rows: pd.DataFrame, grid, out: str | Path, command: str = "") -
                                                  f"{metric} vs {protocol} rate ({Path(dataset).name}{', ' + variant if variant else ''})"))
                         lines += ["", f"![{metric} vs {protocol} rate](plots/{name})"]
     return "\n".join(lines) + "\n", plots
+
+
+def collapsed_runs(rows: pd.DataFrame) -> str:
+    """One line naming every run whose selected model looked collapsed (training/collapse.py)."""
+    if "collapsed" not in rows:
+        return "Collapsed runs: not recorded"
+    runs = rows[rows["collapsed"].fillna("").astype(str) != ""].drop_duplicates(["method", "variant", "seed"])
+    if runs.empty:
+        return "Collapsed runs: none"
+    shown = [f"{m}{' [' + v + ']' if v else ''} seed {s} ({why})"
+             for m, v, s, why in runs[["method", "variant", "seed", "collapsed"]].itertuples(index=False)]
+    return "**Collapsed runs** (near-constant validation predictions or no improvement after the first epoch): " + "; ".join(shown)
 
 
 def metric_family_of(rows: pd.DataFrame) -> str:

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from robustmsa.data.batch import Batch, SplitTensors
 from robustmsa.data.schema import DatasetSpec
+from robustmsa.data.standardize import FeatureStats
 
 
 @dataclass
@@ -53,6 +54,9 @@ class Method(nn.Module):
         self.cfg = cfg
         self.modalities = spec.modality_names
         self.num_outputs = spec.label.num_outputs
+        # The training statistics its inputs are standardized with (data/standardize.py); set by
+        # the trainer and by load_checkpoint, and read by whoever builds its input tensors.
+        self.input_stats: FeatureStats | None = None
 
     def forward(self, batch: Batch) -> Output:  # pragma: no cover - abstract
         raise NotImplementedError

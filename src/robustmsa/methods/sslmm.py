@@ -46,7 +46,7 @@ Choices METHODS.md leaves open (each is a config option or stated here):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -88,7 +88,7 @@ class SSLMMConfig:
     weak_segment_drop: float = 0.1  # teacher views: segment drop rate ~ U(0, this)
     strong_segment_drop: float = 0.5  # strong view: every sample may lose modalities, and segments
     ema_decay: float = 0.99
-    rampup_steps: int = 100
+    rampup_steps: int = field(default=100, metadata={"min": 0})  # 0: no ramp-up
     confidence_scale: float = 0.1  # regression: sigma as a fraction of the label range
     w_consistency: float = 1.0
     w_recon: float = 1.0

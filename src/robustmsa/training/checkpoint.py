@@ -1,7 +1,7 @@
 """Checkpoints: safetensors weights + JSON config, written atomically; loading runs no code.
 
 Layout of one seed's folder:
-  config.json         resolved run config, dataset spec, data hash, seed
+  config.json         resolved run config, dataset spec, data hash, seed, input standardization
   model.safetensors   the best weights (selected on the validation split)
   metrics.json        validation metrics of the best weights
   last.safetensors    resume state: weights, optimizer moments, RNG state
@@ -21,6 +21,7 @@ from safetensors.torch import load, save
 
 from robustmsa.data.io import atomic_write_bytes
 from robustmsa.data.schema import DatasetSpec
+from robustmsa.data.standardize import FeatureStats
 from robustmsa.methods.base import Method, create_method
 
 
@@ -97,6 +98,7 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> Checkpoint:
     method = create_method(config["run"]["method"], spec, **config["method_config"])
     weights = load_weights(weights_file)
     method.load_state_dict({k: v.to(map_location) for k, v in weights.items()})
+    method.input_stats = FeatureStats.from_dict(config.get("standardize"))  # absent: trained on raw inputs
     method.eval()
     return Checkpoint(folder, config, method)
 

@@ -10,6 +10,7 @@ import dataclasses
 import json
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,10 +22,12 @@ from robustmsa import __version__
 from robustmsa.config import RunConfig
 from robustmsa.data.batch import SplitTensors
 from robustmsa.data.schema import Dataset
+from robustmsa.data.standardize import FeatureStats, fit_feature_stats
 from robustmsa.evaluation.evaluate import predict_tensors, split_tensors
 from robustmsa.evaluation.metrics import METRICS_VERSION, PRIMARY_METRIC, compute_metrics
 from robustmsa.methods.base import Method, Phase, create_method
 from robustmsa.missing import Protocol, labeled_mask
+from robustmsa.training.collapse import collapse_reason
 from robustmsa.training.checkpoint import (
     load_weights,
     optimizer_from_flat,
@@ -43,6 +46,7 @@ class FitResult:
     seconds: float
     resumed: bool = False
     skipped: bool = False  # the seed had already finished: nothing was trained
+    collapse_reason: str = ""  # non-empty: the selected model looks collapsed (see training/collapse.py)
 
 
 @dataclass
@@ -79,22 +83,24 @@ class Trainer:
         folder.mkdir(parents=True, exist_ok=True)
         progress = self._read_progress(folder)
         if progress.completed:
-            return FitResult(folder, read_json(folder / "metrics.json")["valid"], 0, 0.0, skipped=True)
+            saved = read_json(folder / "metrics.json")
+            return FitResult(folder, saved["valid"], 0, 0.0, skipped=True, collapse_reason=saved.get("collapse_reason", ""))
         if run.train.num_threads:
             torch.set_num_threads(run.train.num_threads)
 
         torch.manual_seed(seed)  # model init and dropout draw from this seed only
         method = create_method(run.method, dataset.spec, **run.method_options)
+        stats = method.input_stats = input_stats(run, dataset)
         self._write_config(folder, run, method, dataset, seed)
         fabric = Fabric(accelerator=self.accelerator, devices=self.devices, precision="32-true")
         labeled = labeled_mask(
             dataset["train"].labels, run.data.labeled_ratio, seed, dataset.spec.label.metric_family
         ) if run.data.labeled_ratio < 1.0 else np.ones(len(dataset["train"]), dtype=bool)
-        train_all = SplitTensors(dataset["train"], dataset.spec, labeled=labeled)
+        train_all = SplitTensors(dataset["train"], dataset.spec, labeled=labeled, stats=stats)
         train_labeled = train_all if labeled.all() else SplitTensors(
-            dataset["train"].subset(np.flatnonzero(labeled)), dataset.spec
+            dataset["train"].subset(np.flatnonzero(labeled)), dataset.spec, stats=stats
         )
-        valid = split_tensors(dataset, "valid", Protocol.parse(run.train.valid_protocol), seed)
+        valid = split_tensors(dataset, "valid", Protocol.parse(run.train.valid_protocol), seed, stats)
         method.prepare(train_labeled)
         model = fabric.setup_module(method)
         if hasattr(model, "mark_forward_method"):
@@ -103,17 +109,21 @@ class Trainer:
         resumed = progress.phase_index > 0 or progress.epoch > 0
         epochs_run = 0
         phases = method.phases()
+        if resumed:
+            self._resume(folder, method, progress, phases)
         while progress.phase_index < len(phases):
             phase = phases[progress.phase_index]
             data = train_all if phase.uses_unlabeled else train_labeled
             epochs_run += self._run_phase(fabric, model, method, phase, run, data, valid, folder, seed, progress)
             progress = dataclasses.replace(progress, phase_index=progress.phase_index + 1, epoch=0, best_score=None, bad_epochs=0)
             self._write_progress(folder, progress, method)
+        reason = self._check_collapse(folder, method, valid, run)
         progress.completed = True
         write_json(folder / "state.json", dataclasses.asdict(progress))
         (folder / "last.safetensors").unlink(missing_ok=True)
         metrics = read_json(folder / "metrics.json")["valid"]
-        return FitResult(folder, metrics, epochs_run, time.perf_counter() - start, resumed=resumed)
+        return FitResult(folder, metrics, epochs_run, time.perf_counter() - start, resumed=resumed,
+                         collapse_reason=reason)
 
     # --- one phase ----------------------------------------------------------------------
     def _run_phase(self, fabric, model, method: Method, phase: Phase, run: RunConfig, data: SplitTensors,
@@ -122,13 +132,15 @@ class Trainer:
         lr = phase.lr or cfg.lr
         epochs = phase.epochs or cfg.epochs
         optimizer = torch.optim.AdamW([p for p in method.parameters() if p.requires_grad], lr=lr, weight_decay=cfg.weight_decay)
-        if progress.epoch > 0:
-            self._restore(folder, method, optimizer)
+        if progress.epoch > 0:  # resumed within this phase: its optimizer moments travel too
+            self._restore_optimizer(folder, optimizer)
         optimizer = fabric.setup_optimizers(optimizer)
         family = method.spec.label.metric_family
         metric_name, direction = PRIMARY_METRIC[family]
         ran = 0
         for epoch in range(progress.epoch, epochs):
+            if phase.select and progress.bad_epochs >= cfg.patience:  # (also when resumed right there)
+                break
             terms = self._train_epoch(fabric, model, method, optimizer, data, cfg, seed, progress.phase_index, epoch, phase.name)
             record = {"phase": phase.name, "epoch": epoch + 1, "lr": lr, "train": terms}
             ran += 1
@@ -147,8 +159,6 @@ class Trainer:
             progress.epoch = epoch + 1
             self._log(folder, record)
             self._write_progress(folder, progress, method, optimizer)
-            if phase.select and progress.bad_epochs >= cfg.patience:
-                break
         if phase.select:  # continue from the best weights, never the last ones
             method.load_state_dict(load_weights(folder / "model.safetensors"))
         return ran
@@ -191,6 +201,8 @@ class Trainer:
             # metadata: how the features were made (e.g. the text encoder), for `robustmsa predict`
             "data": {"source": dataset.source, "sha256": dataset.source_hash, "metadata": dataset.metadata},
             "seed": seed,
+            # per-feature training statistics the inputs are standardized with (None: raw inputs)
+            "standardize": None if method.input_stats is None else method.input_stats.to_dict(),
             "config_hash": run.hash(dataset.source_hash),
             "metrics_version": METRICS_VERSION,
             "robustmsa_version": __version__,
@@ -210,13 +222,36 @@ class Trainer:
         save_weights(folder / "last.safetensors", tensors)
         write_json(folder / "state.json", {**dataclasses.asdict(progress), "optimizer": meta})
 
-    def _restore(self, folder: Path, method: Method, optimizer: torch.optim.Optimizer) -> None:
+    # --- resume -------------------------------------------------------------------------
+    def _resume(self, folder: Path, method: Method, progress: _Progress, phases: list[Phase]) -> None:
+        """Back to the saved state: the weights (within a phase, or those a finished phase handed
+        on: pre-trained, best-selected) and the RNG. The optimizer follows in `_run_phase`: its
+        moments within a phase, fresh at a phase boundary."""
         tensors = load_weights(folder / "last.safetensors")
         method.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        torch.set_rng_state(tensors["rng.torch"])
+        name = phases[progress.phase_index].name if progress.phase_index < len(phases) else "the end"
+        if self.verbose:
+            tqdm.write(f"{folder}: resumed at phase {name} ({progress.phase_index + 1}/{len(phases)}), "
+                       f"epoch {progress.epoch + 1}")
+
+    def _restore_optimizer(self, folder: Path, optimizer: torch.optim.Optimizer) -> None:
         meta = read_json(folder / "state.json").get("optimizer")
         if meta:
-            optimizer.load_state_dict(optimizer_from_flat(tensors, meta))
-        torch.set_rng_state(tensors["rng.torch"])
+            optimizer.load_state_dict(optimizer_from_flat(load_weights(folder / "last.safetensors"), meta))
+
+    # --- collapse ------------------------------------------------------------------------
+    def _check_collapse(self, folder: Path, method: Method, valid: SplitTensors, run: RunConfig) -> str:
+        """Flag a selected model that looks collapsed: a one-line warning, and `collapsed` +
+        `collapse_reason` in metrics.json (the bench report lists them)."""
+        saved = read_json(folder / "metrics.json")
+        pred = predict_tensors(method, valid, run.train.eval_batch_size, next(method.parameters()).device)
+        reason = collapse_reason(method.spec.label, pred, valid.labels.numpy(), saved["epoch"],
+                                 _epochs_logged(folder, saved["phase"]), _is_selecting(method, saved["phase"]))
+        write_json(folder / "metrics.json", {**saved, "collapsed": bool(reason), "collapse_reason": reason})
+        if reason:
+            warnings.warn(f"{folder}: the selected model looks collapsed: {reason}", stacklevel=2)
+        return reason
 
     def _read_progress(self, folder: Path) -> _Progress:
         state_file = folder / "state.json"
@@ -237,6 +272,21 @@ class Trainer:
             shown_valid = [k for k in ("mae", "acc2_non0", "acc2", "acc", "f1") if k in valid]
             extra = f" | valid {', '.join(f'{k}={valid[k]:.3f}' for k in shown_valid)}" if valid else ""
             tqdm.write(f"[{record['phase']} {record['epoch']}] {shown}{extra}")
+
+
+def input_stats(run: RunConfig, dataset: Dataset) -> FeatureStats | None:
+    """The training split's feature statistics, or None where the run opts out (data.standardize)."""
+    return fit_feature_stats(dataset["train"]) if run.data.standardize else None
+
+
+def _epochs_logged(folder: Path, phase: str) -> int:
+    """Epochs of `phase` in log.jsonl (an epoch retrained after a kill counts once)."""
+    lines = (folder / "log.jsonl").read_text().splitlines() if (folder / "log.jsonl").exists() else []
+    return len({r["epoch"] for r in map(json.loads, lines) if r.get("phase") == phase})
+
+
+def _is_selecting(method: Method, phase: str) -> bool:
+    return any(p.name == phase and p.select for p in method.phases())
 
 
 def hash_seed(*parts: int) -> int:
