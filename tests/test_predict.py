@@ -37,17 +37,17 @@ def test_raw_inputs_give_what_the_model_gives_on_the_built_dataset(predictor, ti
     method = predictor.method
 
     both = predictor.predict([{"text": t, "audio": a.tolist()} for t, a in zip(texts, audio)])
-    expected = predict_tensors(method, SplitTensors(dataset["test"], dataset.spec))
+    expected = predict_tensors(method, SplitTensors(dataset["test"], dataset.spec, stats=method.input_stats))
     np.testing.assert_allclose([p.score for p in both], np.clip(expected, -3, 3), atol=1e-4)
     assert all(p.present == ["text", "audio"] for p in both)
 
     text_only = predictor.predict([{"text": t} for t in texts])  # audio missing
-    expected = predict_tensors(method, split_tensors(dataset, "test", Protocol.parse("subset:l"), 0))
+    expected = predict_tensors(method, split_tensors(dataset, "test", Protocol.parse("subset:l"), 0, method.input_stats))
     np.testing.assert_allclose([p.score for p in text_only], np.clip(expected, -3, 3), atol=1e-4)
     assert all(p.present == ["text"] for p in text_only)
 
     audio_only = predictor.predict([{"a": a} for a in audio])  # short alias, numpy input
-    expected = predict_tensors(method, split_tensors(dataset, "test", Protocol.parse("subset:a"), 0))
+    expected = predict_tensors(method, split_tensors(dataset, "test", Protocol.parse("subset:a"), 0, method.input_stats))
     np.testing.assert_allclose([p.score for p in audio_only], np.clip(expected, -3, 3), atol=1e-4)
 
 

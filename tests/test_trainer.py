@@ -110,3 +110,42 @@ def test_labeled_ratio_trains_on_the_labeled_part_only(dataset, tmp_path, monkey
     monkeypatch.setattr(Trainer, "_train_epoch", spy)
     Trainer(tmp_path, verbose=False).fit(run_config("late_fusion", "labeled_ratio=0.25", "train.epochs=1"), dataset, seed=0)
     assert seen == [(24, True)]
+
+
+# --- exact resume of a multi-phase method (sslmm: pre-train, then fine-tune) -----------------
+
+SSLMM_SMALL = ["train.epochs=2", "train.batch_size=32", "method.d=16", "method.segments=4", "method.rounds=1",
+               "method.heads=2", "method.pretrain_epochs=2", "train.patience=10", "labeled_ratio=0.5"]
+
+
+@pytest.fixture(scope="module")
+def sslmm_reference(dataset, tmp_path_factory, one_torch_thread):
+    run = apply_overrides(RunConfig("sslmm"), list(SSLMM_SMALL), method_class("sslmm").config_class)
+    return run, Trainer(tmp_path_factory.mktemp("ref"), verbose=False).fit(run, dataset, seed=0)
+
+
+# Epochs: pretrain 1, 2 | finetune 1, 2. Killed as epoch `kill_at` starts: 2 = within pre-training,
+# 3 = the phase boundary (the first fine-tune epoch), 4 = within fine-tuning.
+@pytest.mark.parametrize("kill_at", [2, 3, 4])
+def test_multi_phase_resume_equals_an_uninterrupted_run(dataset, sslmm_reference, tmp_path, monkeypatch, capsys, kill_at):
+    run, reference = sslmm_reference
+    calls = {"n": 0}
+    original = Trainer._train_epoch
+
+    def killed(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == kill_at:
+            raise KeyboardInterrupt("simulated kill")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "_train_epoch", killed)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(tmp_path, verbose=False).fit(run, dataset, seed=0)
+    monkeypatch.setattr(Trainer, "_train_epoch", original)
+    resumed = Trainer(tmp_path, verbose=True).fit(run, dataset, seed=0)
+    assert resumed.resumed and resumed.epochs_run == 4 - (kill_at - 1)
+    phase = "pretrain" if kill_at <= 2 else "finetune"
+    assert f"resumed at phase {phase}" in capsys.readouterr().out
+    w_ref, w_res = load_weights(reference.path / "model.safetensors"), load_weights(resumed.path / "model.safetensors")
+    assert w_ref.keys() == w_res.keys() and all(torch.equal(w_ref[k], w_res[k]) for k in w_ref)
+    assert resumed.valid_metrics == reference.valid_metrics
