@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -36,6 +38,8 @@ def test_second_run_trains_and_evaluates_nothing(tmp_path, monkeypatch):
     assert len(first.rows) == 4 * 3 * 8  # jobs x protocol values x mosi metrics
     assert first.rows["trained"].all()
     assert (first.rows["torch_threads"] >= 1).all()
+    for checkpoint, collapsed in zip(first.rows["checkpoint"], first.rows["collapsed"]):  # per run, as trained
+        assert collapsed == json.loads((Path(checkpoint) / "metrics.json").read_text())["collapse_reason"]
 
     from robustmsa.training.trainer import Trainer
 

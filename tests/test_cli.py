@@ -98,3 +98,29 @@ def test_demo_runs_end_to_end_on_a_small_set(tmp_path, capsys):
 def test_console_script_is_installed():
     result = subprocess.run([sys.executable, "-m", "robustmsa.cli", "methods"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "misa" in result.stdout
+
+
+def test_every_option_has_help():
+    import argparse
+
+    from robustmsa.cli import _parser
+
+    def silent(parser, path):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from silent(sub, f"{path} {name}")
+            elif action.help is None:
+                yield f"{path} {'/'.join(action.option_strings) or action.dest}"
+
+    assert list(silent(_parser(), "robustmsa")) == []
+
+
+def test_method_summaries_are_whole_sentences(capsys):
+    from robustmsa.cli import first_sentence
+
+    _, out, _ = run(capsys, "methods")
+    summaries = [line.split(None, 1)[1] for line in out.splitlines() if not line.startswith(" ")]
+    assert len(summaries) >= 4 and all(s.endswith(".") and s.count("(") == s.count(")") for s in summaries)
+    assert first_sentence("A model (Smith et al. 2020) that\n  spans lines. Details follow.") == \
+        "A model (Smith et al. 2020) that spans lines."

@@ -45,3 +45,15 @@ def test_hash_ignores_nothing_that_matters():
     assert a.hash("x") != apply("train.epochs=8").hash("x")
     assert a.hash("x") != a.hash("y")  # other data, other run folder
     assert RunConfig.from_dict(a.to_dict()).to_dict() == a.to_dict()
+
+
+@pytest.mark.parametrize("option", ["method.d=0", "method.d=-4", "method.heads=0", "method.segments=0"])
+def test_non_positive_sizes_are_one_line_errors(option):
+    with pytest.raises(ConfigError, match=rf"^{option.split('=')[0]} must be >= 1, got -?\d+$"):
+        apply(option, method="sslmm")
+
+
+def test_a_size_may_declare_its_own_floor():
+    assert apply("method.rampup_steps=0", method="sslmm").method_options["rampup_steps"] == 0
+    with pytest.raises(ConfigError, match="method.rampup_steps must be >= 0"):
+        apply("method.rampup_steps=-1", method="sslmm")

@@ -54,6 +54,7 @@ def test_best_checkpoint_is_selected_on_validation(dataset, tmp_path):
     reloaded = evaluate(load_checkpoint(result.path).method, dataset, "valid")
     assert reloaded["mae"] == pytest.approx(saved["valid"]["mae"], abs=1e-5)
     assert not any("test" in r for r in log)  # the test split is never looked at while training
+    assert saved["collapsed"] is False and saved["collapse_reason"] == ""  # a model that learned
 
 
 def test_early_stopping_stops(dataset, tmp_path):
