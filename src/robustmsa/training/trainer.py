@@ -27,7 +27,6 @@ from robustmsa.evaluation.evaluate import predict_tensors, split_tensors
 from robustmsa.evaluation.metrics import METRICS_VERSION, PRIMARY_METRIC, compute_metrics
 from robustmsa.methods.base import Method, Phase, create_method
 from robustmsa.missing import Protocol, labeled_mask
-from robustmsa.training.collapse import collapse_reason
 from robustmsa.training.checkpoint import (
     load_weights,
     optimizer_from_flat,
@@ -36,6 +35,7 @@ from robustmsa.training.checkpoint import (
     save_weights,
     write_json,
 )
+from robustmsa.training.collapse import collapse_reason
 
 
 @dataclass
@@ -230,10 +230,10 @@ class Trainer:
         tensors = load_weights(folder / "last.safetensors")
         method.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         torch.set_rng_state(tensors["rng.torch"])
-        name = phases[progress.phase_index].name if progress.phase_index < len(phases) else "the end"
         if self.verbose:
-            tqdm.write(f"{folder}: resumed at phase {name} ({progress.phase_index + 1}/{len(phases)}), "
-                       f"epoch {progress.epoch + 1}")
+            where = (f"phase {phases[progress.phase_index].name} ({progress.phase_index + 1}/{len(phases)}), "
+                     f"epoch {progress.epoch + 1}") if progress.phase_index < len(phases) else "the end of training"
+            tqdm.write(f"{folder}: resumed at {where}")
 
     def _restore_optimizer(self, folder: Path, optimizer: torch.optim.Optimizer) -> None:
         meta = read_json(folder / "state.json").get("optimizer")
