@@ -69,6 +69,26 @@ def test_a_failing_run_is_reported_and_the_others_kept(tmp_path):
     assert len(result.failed) == 4 and "no_such_option" in result.failed[0]
 
 
+
+def test_data_rewritten_at_the_same_path_is_trained_again(tmp_path):
+    from robustmsa.data import write_synthetic
+    from robustmsa.data.io import file_sha256
+
+    path = tmp_path / "data.pkl"
+    grid = lambda: tiny_grid(datasets=[str(path)], methods=["late_fusion"], seeds=[0])  # noqa: E731
+    write_synthetic("mosi", path, n=60, seed=1)
+    first = run_grid(grid(), tmp_path / "bench", progress=False)
+    write_synthetic("mosi", path, n=60, seed=2)  # same path, new content
+    second = run_grid(grid(), tmp_path / "bench", progress=False)
+    assert second.ran == 1 and second.cached == 0 and second.rows["trained"].all()
+    assert set(second.rows["data_sha256"]) == {file_sha256(path)} != set(first.rows["data_sha256"])
+    text, _ = bench_report(second.rows, grid(), tmp_path / "bench")
+    assert f"sha256 `{file_sha256(path)}`" in text
+    copy = tmp_path / "copy.pkl"  # the same content elsewhere is the same job
+    copy.write_bytes(path.read_bytes())
+    moved = run_grid(tiny_grid(datasets=[str(copy)], methods=["late_fusion"], seeds=[0]), tmp_path / "bench", progress=False)
+    assert moved.cached == 1 and set(moved.rows["dataset"]) == {str(copy)}
+
 @pytest.mark.parametrize("workers", [2])
 def test_process_pool_gives_the_same_numbers_as_serial(tmp_path, workers):
     # mult_lite has transformer layers, whose float reductions depend on the thread count: the
