@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -120,6 +121,30 @@ def test_bench_resumes_after_the_process_is_killed(tmp_path):
     assert result.cached == finished_before and result.ran == 4 - finished_before and not result.failed
     assert all(job_file(out, job).exists() for job in grid.jobs())
 
+
+
+@pytest.mark.slow  # two fresh interpreters plus a solo run: about a minute on 2 busy cores
+def test_two_benches_on_one_folder_equal_a_solo_run(tmp_path):
+    """Two real processes start the same grid on one folder at once: each seed is trained once
+    (no interleaved log.jsonl), and the numbers are those of a solo run."""
+    data, epochs = "synthetic:mosi:n=120:seed=5", 6
+    command = [sys.executable, "-m", "robustmsa.cli", "bench", "--preset", "demo", "--data", data,
+               "--methods", "late_fusion,mean_impute", "--seeds", "0", "--out", str(tmp_path / "shared"),
+               f"train.epochs={epochs}", f"train.patience={epochs}", "method.d=16"]
+    processes = [subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    errors = [p.communicate(timeout=300)[1] for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], errors
+    logs = sorted((tmp_path / "shared" / "runs").glob("*/seed0/log.jsonl"))
+    assert len(logs) == 2
+    for log in logs:
+        assert [json.loads(line)["epoch"] for line in log.read_text().splitlines()] == list(range(1, epochs + 1))
+    grid = make_grid("demo", [data], ["late_fusion", "mean_impute"], [0],
+                     [f"train.epochs={epochs}", f"train.patience={epochs}", "method.d=16"])
+    solo = run_grid(grid, tmp_path / "solo", progress=False).rows
+    shared = pd.read_csv(tmp_path / "shared" / "results.csv")
+    key = ["method", "seed", "protocol", "param", "metric"]
+    a, b = solo.sort_values(key).reset_index(drop=True), shared.sort_values(key).reset_index(drop=True)
+    np.testing.assert_allclose(a["value"], b["value"], atol=1e-6)
 
 def rows_for(curves: dict[str, list[list[float]]], rates: list[str], protocol: str = "modality") -> pd.DataFrame:
     """Tidy rows from per-method, per-seed curves of acc2_non0."""

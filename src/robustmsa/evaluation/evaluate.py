@@ -13,7 +13,7 @@ from robustmsa.data.batch import SplitTensors
 from robustmsa.data.schema import Dataset
 from robustmsa.evaluation.metrics import compute_metrics
 from robustmsa.methods.base import Method
-from robustmsa.missing import Protocol, make_pattern
+from robustmsa.missing import PROTOCOL_NAMES, Protocol, make_pattern
 
 
 @torch.no_grad()
@@ -49,6 +49,8 @@ def evaluate(
 
 def protocol_grid(name: str, values: list[str]) -> list[Protocol]:
     """`modality` + ["0", "0.1"] -> [modality:0, modality:0.1]; `none` needs no values."""
+    if name not in PROTOCOL_NAMES:  # before asking for values: a misspelled name is the error
+        raise ValueError(f"unknown protocol {name!r}; expected one of {', '.join(PROTOCOL_NAMES)}")
     if name == "none":
         return [Protocol.parse("none")]
     if not values:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ from robustmsa.training.checkpoint import (
     save_weights,
     write_json,
 )
+from robustmsa.training.lock import claim_folder
 
 
 @dataclass
@@ -72,11 +74,19 @@ class Trainer:
 
     # --- public -------------------------------------------------------------------------
     def fit(self, run: RunConfig, dataset: Dataset, seed: int) -> FitResult:
+        """Train (or resume, or find finished) one seed. The seed folder is claimed with a lock:
+        a second process on the same folder waits, then finds the seed finished."""
+        folder = run_dir(self.out, run, dataset.source_hash) / f"seed{seed}"
+        if not folder.exists():  # a config the method rejects must leave no folder behind
+            create_method(run.method, dataset.spec, **run.method_options)
+        with claim_folder(folder, lambda holder: tqdm.write(f"{folder}: claimed by {holder}; waiting for it",
+                                                            file=sys.stderr)):
+            return self._fit(run, dataset, seed, folder)
+
+    def _fit(self, run: RunConfig, dataset: Dataset, seed: int, folder: Path) -> FitResult:
         from lightning_fabric import Fabric  # imported here: it is slow to import
 
         start = time.perf_counter()
-        folder = run_dir(self.out, run, dataset.source_hash) / f"seed{seed}"
-        folder.mkdir(parents=True, exist_ok=True)
         progress = self._read_progress(folder)
         if progress.completed:
             return FitResult(folder, read_json(folder / "metrics.json")["valid"], 0, 0.0, skipped=True)
