@@ -199,7 +199,8 @@ class Trainer:
             "method_config": dataclasses.asdict(method.cfg),
             "spec": dataset.spec.to_dict(),
             # metadata: how the features were made (e.g. the text encoder), for `robustmsa predict`
-            "data": {"source": dataset.source, "sha256": dataset.source_hash, "metadata": dataset.metadata},
+            # absolute: `eval` finds the data from any folder (the hash says if it is still the same)
+            "data": {"source": _absolute(dataset.source), "sha256": dataset.source_hash, "metadata": dataset.metadata},
             "seed": seed,
             "config_hash": run.hash(dataset.source_hash),
             "metrics_version": METRICS_VERSION,
@@ -247,6 +248,11 @@ class Trainer:
             shown_valid = [k for k in ("mae", "acc2_non0", "acc2", "acc", "f1") if k in valid]
             extra = f" | valid {', '.join(f'{k}={valid[k]:.3f}' for k in shown_valid)}" if valid else ""
             tqdm.write(f"[{record['phase']} {record['epoch']}] {shown}{extra}")
+
+
+def _absolute(source: str) -> str:
+    """A data path made absolute; a `synthetic:` spec (no such path) as it is."""
+    return str(Path(source).resolve()) if source and Path(source).exists() else source
 
 
 def hash_seed(*parts: int) -> int:
