@@ -173,7 +173,7 @@ def test_subset_table_has_avg_and_complete_columns():
         rows_for({"m": [[90], [92]]}, [""], "none"),
     ])
     table = protocol_table(rows, "subset", "acc2_non0")
-    assert list(table.columns) == ["l", "a", "Avg", "complete"]
+    assert list(table.columns) == ["{text}", "{audio}", "Avg", "complete"]  # the dataset's modality names
     assert table.loc["m", "Avg"].startswith("51.00") and table.loc["m", "complete"].startswith("91.00")
 
 
@@ -213,6 +213,44 @@ def test_ablation_preset_is_one_table_whose_rows_are_the_variants(tmp_path):
     assert text.count("### acc2_non0") == 1
     assert "| full | 81.00 ± 1.41 |" in text and "| w/o recovery | 81.00 ± 1.41 |" in text
 
+
+
+def test_modality_columns_show_the_realised_rate():
+    from robustmsa.evaluation.evaluate import realised
+    from robustmsa.missing import Protocol
+
+    assert [realised(Protocol.parse(f"modality:{r}"), 3) for r in ("0.5", "0.7")] == ["", "0.667"]
+    assert realised(Protocol.parse("modality:0.6"), 2) == "0.5" and realised(Protocol.parse("frame:0.7"), 3) == ""
+    rows = rows_for({"m": [[80, 70, 60], [82, 72, 62]]}, ["0", "0.5", "0.7"])
+    rows["realised"] = rows["param"].map({"0": "", "0.5": "", "0.7": "0.667"})
+    assert list(summary_table(rows, "acc2_non0").columns) == ["0", "0.5", "0.7 (0.667)", "mean", "AUILC"]
+
+
+def test_report_states_direction_definitions_and_the_band(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    methods = ["late_fusion", "mean_impute", "mult_lite", "misa", "fsrf", "drf", "sslmm"]
+    rows = rows_for({m: [[80 - i, 70 - i], [82 - i, 71 - i]] for i, m in enumerate(methods)}, ["0", "0.5"])
+    rows = pd.concat([rows, rows.assign(metric="mae", value=rows["value"] / 100)])
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)
+    text, plots = bench_report(rows, tiny_grid(methods=methods), tmp_path)
+    assert "### acc2_non0 (higher is better)" in text and "### mae (lower is better)" in text
+    assert text.count("acc2_non0 / f1_non0: binary accuracy") == 1 and text.count("AUILC: area under") == 1
+    assert len(plots) == 2 and len(figures) == 2
+    axes = figures[0].axes[0]
+    assert "band: ±1 std over seeds" in axes.get_title()
+    styles = {line.get_label(): line.get_linestyle() for line in axes.get_lines()}
+    assert styles["late_fusion (baseline)"] == styles["misa (baseline)"] == "--" and styles["fsrf"] == "-"
+
+
+def test_id_like_columns_are_read_as_text(tmp_path):
+    from robustmsa.evaluation.report import read_results, write_csv
+
+    rows = rows_for({"m": [[80, 70]]}, ["0", "0.5"]).assign(config_hash="7721618e2741", data_sha256="1e5")
+    back = read_results(write_csv(rows, tmp_path / "r.csv"))
+    assert set(back["config_hash"]) == {"7721618e2741"} and set(back["data_sha256"]) == {"1e5"}
+    assert back["value"].dtype == float and list(back["param"]) == ["0", "0.5"]
 
 def test_ratio_ablation_preset_shares_the_table_runs():
     grid = make_grid("sslmm-ratio-ablation")

@@ -50,12 +50,12 @@ def test_train_then_eval_writes_table_and_csv(small_mosi, tmp_path, capsys):
     csv = tmp_path / "res.csv"
     code, out, _ = run(capsys, "eval", run_folder, "--protocol", "modality", "--values", "0,0.3", "--csv", csv)
     assert code == 0
-    assert "acc2_non0 on test, protocol modality, seeds [0, 1]" in out
+    assert "acc2_non0 (higher is better) on test, protocol modality, seeds [0, 1]" in out
     assert "| late_fusion |" in out and "AUILC" in out
     rows = pd.read_csv(csv, dtype={"param": str})
     assert set(rows["seed"]) == {0, 1} and set(rows["param"]) == {"0", "0.3"}
     code, out, _ = run(capsys, "eval", run_folder, "--protocol", "subset", "--values", "l;a,v", "--csv", csv)
-    assert code == 0 and "| method | l | a,v |" in out
+    assert code == 0 and "| method | {text} | {audio,vision} |" in out
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,6 @@ from functools import lru_cache
 from multiprocessing import get_context
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
@@ -374,10 +373,8 @@ def collect(out: str | Path, jobs: list[Job]) -> pd.DataFrame:
     """All stored rows of these jobs (not of other grids that share the folder). A cached job may
     have been run by another grid under another variant label (an ablation's "full" is the
     comparison table's default run), so the label is this grid's."""
-    frames = [pd.read_csv(job_file(out, j), dtype={"param": str}, keep_default_na=False).assign(variant=j.variant, dataset=j.data)
+    from robustmsa.evaluation.report import read_results
+
+    frames = [read_results(job_file(out, j)).assign(variant=j.variant, dataset=j.data)
               for j in jobs if job_file(out, j).exists()]
-    if not frames:
-        return pd.DataFrame()
-    rows = pd.concat(frames, ignore_index=True)
-    rows["value"] = pd.to_numeric(rows["value"].replace("", np.nan))
-    return rows
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -374,14 +374,14 @@ def _check_metrics(metrics: str | None, dataset, split: str) -> None:
 
 
 def _print_tables(rows, metrics: str | None, protocol: str, split: str) -> None:
-    from robustmsa.evaluation.report import metric_family_of, summary_table, to_markdown
+    from robustmsa.evaluation.report import direction, metric_family_of, summary_table, to_markdown
 
     family = metric_family_of(rows)
     for metric in (metrics or DEFAULT_METRICS[family]).split(","):
         if metric not in set(rows["metric"]):
             raise ValueError(f"unknown metric {metric!r}; have {', '.join(sorted(set(rows['metric'])))}")
         seeds = sorted(set(rows["seed"]))
-        print(f"\n{metric} on {split}, protocol {protocol}, seeds {seeds} (mean ± std)")
+        print(f"\n{metric} ({direction(metric)}) on {split}, protocol {protocol}, seeds {seeds} (mean ± std)")
         print(to_markdown(summary_table(rows, metric)))
 
 

@@ -13,7 +13,7 @@ from robustmsa.data.batch import SplitTensors
 from robustmsa.data.schema import Dataset
 from robustmsa.evaluation.metrics import compute_metrics
 from robustmsa.methods.base import Method
-from robustmsa.missing import PROTOCOL_NAMES, Protocol, make_pattern
+from robustmsa.missing import PROTOCOL_NAMES, Protocol, make_pattern, realised_modality_rate
 
 
 @torch.no_grad()
@@ -74,6 +74,17 @@ def sweep(checkpoints, dataset: Dataset, protocols: list[Protocol], split: str =
                 rows.append({
                     "method": ckpt.method_name, "seed": ckpt.seed, "protocol": protocol.name,
                     "param": str(protocol).partition(":")[2], "metric": metric, "value": value,
+                    "realised": realised(protocol, len(dataset.spec.modalities)),
                     "checkpoint": str(ckpt.path), "split": split,
                 })
     return rows
+
+
+def realised(protocol: Protocol, modalities: int) -> str:
+    """The parameter as realised, where it differs from the one asked for (else ""): a modality
+    rate past (M-1)/M. Reports label the column with it, so 0.7 is not read as 70% missing."""
+    if protocol.name != "modality":
+        return ""
+    rate = float(protocol.param)
+    actual = realised_modality_rate(rate, modalities)
+    return f"{actual:.3f}".rstrip("0").rstrip(".") if actual < rate - 1e-9 else ""
