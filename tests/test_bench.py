@@ -73,6 +73,26 @@ def test_a_failing_run_is_reported_and_the_others_kept(tmp_path):
     assert len(result.failed) == 4 and "no_such_option" in result.failed[0]
 
 
+
+def test_data_rewritten_at_the_same_path_is_trained_again(tmp_path):
+    from robustmsa.data import write_synthetic
+    from robustmsa.data.io import file_sha256
+
+    path = tmp_path / "data.pkl"
+    grid = lambda: tiny_grid(datasets=[str(path)], methods=["late_fusion"], seeds=[0])  # noqa: E731
+    write_synthetic("mosi", path, n=60, seed=1)
+    first = run_grid(grid(), tmp_path / "bench", progress=False)
+    write_synthetic("mosi", path, n=60, seed=2)  # same path, new content
+    second = run_grid(grid(), tmp_path / "bench", progress=False)
+    assert second.ran == 1 and second.cached == 0 and second.rows["trained"].all()
+    assert set(second.rows["data_sha256"]) == {file_sha256(path)} != set(first.rows["data_sha256"])
+    text, _ = bench_report(second.rows, grid(), tmp_path / "bench")
+    assert f"sha256 `{file_sha256(path)}`" in text
+    copy = tmp_path / "copy.pkl"  # the same content elsewhere is the same job
+    copy.write_bytes(path.read_bytes())
+    moved = run_grid(tiny_grid(datasets=[str(copy)], methods=["late_fusion"], seeds=[0]), tmp_path / "bench", progress=False)
+    assert moved.cached == 1 and set(moved.rows["dataset"]) == {str(copy)}
+
 @pytest.mark.parametrize("workers", [2])
 def test_process_pool_gives_the_same_numbers_as_serial(tmp_path, workers):
     # mult_lite has transformer layers, whose float reductions depend on the thread count: the
@@ -105,6 +125,30 @@ def test_bench_resumes_after_the_process_is_killed(tmp_path):
     assert all(job_file(out, job).exists() for job in grid.jobs())
 
 
+
+@pytest.mark.slow  # two fresh interpreters plus a solo run: about a minute on 2 busy cores
+def test_two_benches_on_one_folder_equal_a_solo_run(tmp_path):
+    """Two real processes start the same grid on one folder at once: each seed is trained once
+    (no interleaved log.jsonl), and the numbers are those of a solo run."""
+    data, epochs = "synthetic:mosi:n=120:seed=5", 6
+    command = [sys.executable, "-m", "robustmsa.cli", "bench", "--preset", "demo", "--data", data,
+               "--methods", "late_fusion,mean_impute", "--seeds", "0", "--out", str(tmp_path / "shared"),
+               f"train.epochs={epochs}", f"train.patience={epochs}", "method.d=16"]
+    processes = [subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    errors = [p.communicate(timeout=300)[1] for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], errors
+    logs = sorted((tmp_path / "shared" / "runs").glob("*/seed0/log.jsonl"))
+    assert len(logs) == 2
+    for log in logs:
+        assert [json.loads(line)["epoch"] for line in log.read_text().splitlines()] == list(range(1, epochs + 1))
+    grid = make_grid("demo", [data], ["late_fusion", "mean_impute"], [0],
+                     [f"train.epochs={epochs}", f"train.patience={epochs}", "method.d=16"])
+    solo = run_grid(grid, tmp_path / "solo", progress=False).rows
+    shared = pd.read_csv(tmp_path / "shared" / "results.csv")
+    key = ["method", "seed", "protocol", "param", "metric"]
+    a, b = solo.sort_values(key).reset_index(drop=True), shared.sort_values(key).reset_index(drop=True)
+    np.testing.assert_allclose(a["value"], b["value"], atol=1e-6)
+
 def rows_for(curves: dict[str, list[list[float]]], rates: list[str], protocol: str = "modality") -> pd.DataFrame:
     """Tidy rows from per-method, per-seed curves of acc2_non0."""
     rows = []
@@ -132,7 +176,7 @@ def test_subset_table_has_avg_and_complete_columns():
         rows_for({"m": [[90], [92]]}, [""], "none"),
     ])
     table = protocol_table(rows, "subset", "acc2_non0")
-    assert list(table.columns) == ["l", "a", "Avg", "complete"]
+    assert list(table.columns) == ["{text}", "{audio}", "Avg", "complete"]  # the dataset's modality names
     assert table.loc["m", "Avg"].startswith("51.00") and table.loc["m", "complete"].startswith("91.00")
 
 
@@ -172,6 +216,44 @@ def test_ablation_preset_is_one_table_whose_rows_are_the_variants(tmp_path):
     assert text.count("### acc2_non0") == 1
     assert "| full | 81.00 ± 1.41 |" in text and "| w/o recovery | 81.00 ± 1.41 |" in text
 
+
+
+def test_modality_columns_show_the_realised_rate():
+    from robustmsa.evaluation.evaluate import realised
+    from robustmsa.missing import Protocol
+
+    assert [realised(Protocol.parse(f"modality:{r}"), 3) for r in ("0.5", "0.7")] == ["", "0.667"]
+    assert realised(Protocol.parse("modality:0.6"), 2) == "0.5" and realised(Protocol.parse("frame:0.7"), 3) == ""
+    rows = rows_for({"m": [[80, 70, 60], [82, 72, 62]]}, ["0", "0.5", "0.7"])
+    rows["realised"] = rows["param"].map({"0": "", "0.5": "", "0.7": "0.667"})
+    assert list(summary_table(rows, "acc2_non0").columns) == ["0", "0.5", "0.7 (0.667)", "mean", "AUILC"]
+
+
+def test_report_states_direction_definitions_and_the_band(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    methods = ["late_fusion", "mean_impute", "mult_lite", "misa", "fsrf", "drf", "sslmm"]
+    rows = rows_for({m: [[80 - i, 70 - i], [82 - i, 71 - i]] for i, m in enumerate(methods)}, ["0", "0.5"])
+    rows = pd.concat([rows, rows.assign(metric="mae", value=rows["value"] / 100)])
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)
+    text, plots = bench_report(rows, tiny_grid(methods=methods), tmp_path)
+    assert "### acc2_non0 (higher is better)" in text and "### mae (lower is better)" in text
+    assert text.count("acc2_non0 / f1_non0: binary accuracy") == 1 and text.count("AUILC: area under") == 1
+    assert len(plots) == 2 and len(figures) == 2
+    axes = figures[0].axes[0]
+    assert "band: ±1 std over seeds" in axes.get_title()
+    styles = {line.get_label(): line.get_linestyle() for line in axes.get_lines()}
+    assert styles["late_fusion (baseline)"] == styles["misa (baseline)"] == "--" and styles["fsrf"] == "-"
+
+
+def test_id_like_columns_are_read_as_text(tmp_path):
+    from robustmsa.evaluation.report import read_results, write_csv
+
+    rows = rows_for({"m": [[80, 70]]}, ["0", "0.5"]).assign(config_hash="7721618e2741", data_sha256="1e5")
+    back = read_results(write_csv(rows, tmp_path / "r.csv"))
+    assert set(back["config_hash"]) == {"7721618e2741"} and set(back["data_sha256"]) == {"1e5"}
+    assert back["value"].dtype == float and list(back["param"]) == ["0", "0.5"]
 
 def test_ratio_ablation_preset_shares_the_table_runs():
     grid = make_grid("sslmm-ratio-ablation")

@@ -428,3 +428,42 @@ def test_planted_structure_text_strong_and_fusion_helps():
     assert text > 0.70
     assert 0.55 < audio < text
     assert everything > text + 0.03
+
+
+# --------------------------------------------------------------------------- restricted unpickling
+
+
+class _Evil:
+    """Unpickling this runs `exec`, which writes a marker file: what a crafted data file could do."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return exec, (f"open({str(self.marker)!r}, 'w').write('ran')",)
+
+
+def test_a_pickle_that_runs_code_is_refused_in_one_line(tmp_path, capsys):
+    from robustmsa.cli import main
+
+    marker = tmp_path / "marker"
+    evil = dump({"train": _Evil(marker)}, tmp_path / "evil.pkl")
+    with pytest.raises(DataError, match=r"evil\.pkl: refused to load: the pickle calls builtins\.exec") as caught:
+        read_mmsa(evil)
+    assert "\n" not in str(caught.value)
+    assert main(["data", "info", str(evil)]) == 2
+    assert "evil.pkl: refused to load" in capsys.readouterr().err
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("core", ["numpy.core", "numpy._core"])
+def test_restricted_reader_loads_pickles_of_either_numpy_major(tmp_path, core):
+    raw = tiny_mmsa()
+    raw["train"]["audio_lengths"] = np.asarray(raw["train"]["audio_lengths"])  # an int64 array too
+    data = pickle.dumps(raw, protocol=2).replace(b"numpy._core.", b"numpy.core.").replace(b"numpy.core.", f"{core}.".encode())
+    assert f"{core}.multiarray".encode() in data
+    path = tmp_path / "old.pkl"
+    path.write_bytes(data)
+    loaded = read_mmsa(path)
+    np.testing.assert_array_equal(loaded["train"].labels, raw["train"]["regression_labels"])
+    assert loaded.spec.modality("vision").dim == 4

@@ -203,3 +203,20 @@ def test_skip_bad_drops_and_counts_instead_of_stopping(tmp_path):
     posts = read_posts(tmp_path, skip_bad=True)
     assert posts.dropped == {"image missing": 1, "image unreadable": 1, "text missing or empty": 1}
     assert len(posts) == 9 and not {"2", "3", "4"} & set(all_posts(posts))
+
+
+def test_a_post_id_that_escapes_the_folder_is_an_error(tmp_path):
+    dataset = mvsa_single(tmp_path / "dataset", balanced_labels(8))
+    outside = tmp_path / "outside"
+    save_image(outside / "secret.jpg", (1, 2, 3))
+    (outside / "secret.txt").write_text("the secret text")
+    path = dataset / "labelResultAll.txt"
+    path.write_text(path.read_text().replace("\n3\t", "\n../../outside/secret\t"))
+    for skip_bad in (False, True):
+        message = one_line_error(lambda: read_posts(dataset, skip_bad=skip_bad))
+        assert "labelResultAll.txt:4: field 'id': '../../outside/secret' points outside" in message
+    items = {s: [{"id": f"{10 * j + k}", "text": "t", "label": "positive"} for k in range(3)]
+             for j, s in enumerate(("train", "dev", "test"))}
+    splits = json_splits(tmp_path / "splits", items, suffix=".jsonl")
+    (splits / "dev.jsonl").write_text(json.dumps({"id": str(outside / "secret"), "text": "t", "label": "positive"}) + "\n")
+    assert "dev.jsonl:1: field 'id'" in one_line_error(lambda: read_posts(splits))

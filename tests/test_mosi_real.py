@@ -166,3 +166,16 @@ def test_bench_preset_needs_the_built_file(tmp_path: Path, monkeypatch):
     assert grid.protocols == ["none", "modality:0", "modality:0.1", "modality:0.2", "modality:0.3", "modality:0.4",
                               "modality:0.5", "subset:l", "subset:a"]
     assert grid.metrics == {"mosi": ["acc2_non0", "f1_non0", "mae", "corr"]}
+
+
+def test_build_never_unpickles_the_file_it_overwrites(tiny_real, tmp_path: Path):
+    from test_data import _Evil, dump
+
+    marker = tmp_path / "marker"
+    victim = dump({"metadata": _Evil(marker)}, tmp_path / "victim.pkl")
+    result = build_mosi_real(tiny_real[0], victim, progress=False)
+    assert not result.cached and not marker.exists()
+    assert load_dataset(victim).metadata["builder"].startswith("mosi-real")
+    assert build_mosi_real(tiny_real[0], victim, progress=False).cached  # the record beside it says so
+    victim.write_bytes(victim.read_bytes() + b"\0")  # replaced since: rebuilt, not trusted
+    assert not build_mosi_real(tiny_real[0], victim, progress=False).cached

@@ -150,3 +150,37 @@ def test_multi_phase_resume_equals_an_uninterrupted_run(dataset, sslmm_reference
     w_ref, w_res = load_weights(reference.path / "model.safetensors"), load_weights(resumed.path / "model.safetensors")
     assert w_ref.keys() == w_res.keys() and all(torch.equal(w_ref[k], w_res[k]) for k in w_ref)
     assert resumed.valid_metrics == reference.valid_metrics
+
+
+def test_a_claimed_seed_folder_makes_a_second_process_wait(dataset, tmp_path, monkeypatch):
+    """Another process holds the seed folder's lock: fit waits (told who holds it), then trains."""
+    import subprocess
+    import sys
+    import time
+
+    import robustmsa.training.trainer as trainer_module
+    from robustmsa.training.lock import claim_folder
+    from robustmsa.training.trainer import run_dir
+
+    run = run_config("late_fusion", "train.epochs=1")
+    folder = run_dir(tmp_path, run, dataset.source_hash) / "seed0"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time, fcntl, pathlib; f = pathlib.Path(sys.argv[1]); f.mkdir(parents=True);"
+        "h = open(f / '.lock', 'a+'); fcntl.flock(h, fcntl.LOCK_EX); h.write('pid 4242 on elsewhere'); h.flush();"
+        "print('claimed', flush=True); time.sleep(2)"), str(folder)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "claimed"
+    waited = []
+    monkeypatch.setattr(trainer_module, "claim_folder",
+                        lambda folder, on_wait: claim_folder(folder, lambda who: (waited.append(who), on_wait(who))))
+    start = time.perf_counter()
+    result = Trainer(tmp_path, verbose=False).fit(run, dataset, seed=0)
+    holder.wait()
+    assert waited == ["pid 4242 on elsewhere"] and time.perf_counter() - start > 0.5
+    assert result.epochs_run == 1 and not result.skipped
+
+
+def test_a_rejected_config_leaves_no_run_folder(dataset, tmp_path):
+    run = run_config("mult_lite", "method.heads=3")  # 16 is not divisible by 3 heads
+    with pytest.raises(Exception):
+        Trainer(tmp_path / "runs", verbose=False).fit(run, dataset, seed=0)
+    assert not (tmp_path / "runs").exists()

@@ -20,11 +20,10 @@ from functools import lru_cache
 from multiprocessing import get_context
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from robustmsa.data.io import atomic_write_text
+from robustmsa.data.io import atomic_write_text, file_sha256
 from robustmsa.missing import standard_subsets
 
 MODALITY_RATES = ["0", "0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7"]
@@ -42,10 +41,14 @@ class Job:
     seed: int
     protocols: tuple[str, ...]
     split: str = "test"
+    data_hash: str = ""  # the data's content hash (see `data_hash`); "" = computed from `data` when needed
 
     @property
     def key(self) -> str:
-        payload = json.dumps([self.method, self.data, sorted(self.overrides), self.seed, list(self.protocols), self.split])
+        """Names the stored rows. The data enters by content, not path: data re-synthesized to the
+        same path is new data, and a copy of the same file elsewhere is the same job."""
+        content = self.data_hash or data_hash(self.data)
+        payload = json.dumps([self.method, content, sorted(self.overrides), self.seed, list(self.protocols), self.split])
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     def describe(self) -> str:
@@ -72,7 +75,7 @@ class Grid:
     def jobs(self) -> list[Job]:
         return [
             Job(method, data, label, tuple(self.overrides + extra + self.method_overrides.get(method, [])), seed,
-                tuple(self.protocols))
+                tuple(self.protocols), data_hash=data_hash(data))
             for data in self.datasets
             for label, extra in self.variants.items()
             for method in self.methods
@@ -193,11 +196,40 @@ def make_grid(preset: str, data: list[str] | None = None, methods: list[str] | N
     )
 
 
-@lru_cache(maxsize=4)
 def _load(data: str):
+    """The dataset, loaded once per version of its files in this process."""
+    return _load_version(data, _version(data))
+
+
+@lru_cache(maxsize=4)
+def _load_version(data: str, version: tuple):
     from robustmsa.data import load_dataset
 
     return load_dataset(data)
+
+
+def _version(data: str) -> tuple:
+    """What changes when a file (or a folder's files) is rewritten in place: size and mtime."""
+    path = Path(data)
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else []
+    return tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files)
+
+
+def data_hash(data: str) -> str:
+    """The content hash a dataset's results are keyed by: the file's sha256, a folder's dataset
+    hash (as its reader computes it), or for a `synthetic:` spec the spec itself (it fixes the data)."""
+    path = Path(data)
+    if path.is_file():
+        return _file_hash(str(path.resolve()), _version(data))
+    if path.is_dir():
+        return _load(data).source_hash
+    return hashlib.sha256(data.encode()).hexdigest()
+
+
+@lru_cache(maxsize=16)
+def _file_hash(path: str, version: tuple) -> str:
+    """Hashed once per file version in a process (a grid asks once per job)."""
+    return file_sha256(path)
 
 
 def _modalities_of(data: str) -> tuple[str, ...]:
@@ -342,10 +374,8 @@ def collect(out: str | Path, jobs: list[Job]) -> pd.DataFrame:
     """All stored rows of these jobs (not of other grids that share the folder). A cached job may
     have been run by another grid under another variant label (an ablation's "full" is the
     comparison table's default run), so the label is this grid's."""
-    frames = [pd.read_csv(job_file(out, j), dtype={"param": str}, keep_default_na=False).assign(variant=j.variant)
+    from robustmsa.evaluation.report import read_results
+
+    frames = [read_results(job_file(out, j)).assign(variant=j.variant, dataset=j.data)
               for j in jobs if job_file(out, j).exists()]
-    if not frames:
-        return pd.DataFrame()
-    rows = pd.concat(frames, ignore_index=True)
-    rows["value"] = pd.to_numeric(rows["value"].replace("", np.nan))
-    return rows
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -75,7 +75,8 @@ def _parser() -> argparse.ArgumentParser:
                     "use ';' to separate subset/disrupt values, e.g. 'l;a;l,a'")
     ev.add_argument("--split", default="test", choices=["valid", "test"], help="split to evaluate on (default test)")
     ev.add_argument("--metrics", default=None, help="metrics to print (default depends on the label kind)")
-    ev.add_argument("--csv", default=None, help="where to write the tidy results (default: results.csv beside the first run)")
+    ev.add_argument("--csv", default=None,
+                    help="where to write the tidy results (default: results_<protocol>.csv inside the first checkpoint path)")
     _device_args(ev, devices=False)
 
     bench = sub.add_parser("bench", help="a grid of methods x datasets x variants x seeds x protocols -> report")
@@ -171,11 +172,56 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     install_warning_printer()
     try:
+        _check_out(args)
+        _check_accelerator(getattr(args, "accelerator", "cpu"))
         return COMMANDS[args.command](args)
     except (ValueError, KeyError, FileNotFoundError, FloatingPointError, ImportError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
-        print(f"robustmsa: error: {message}".splitlines()[0], file=sys.stderr)
-        return 2
+        return _fail(message)
+    except OSError as error:  # a folder where a file is expected, no permission, a full disk
+        return _fail(f"{error.filename}: {error.strerror}" if error.filename else str(error))
+    except KeyboardInterrupt:  # finished runs are kept; the same command resumes the rest
+        print("robustmsa: interrupted", file=sys.stderr)
+        return 130
+
+
+def _fail(message: str) -> int:
+    print(f"robustmsa: error: {message}".splitlines()[0], file=sys.stderr)
+    return 2
+
+
+def _writes_folder(args) -> bool:
+    if args.command == "data":
+        return args.data_command == "synth" and (args.raw or args.like == "mvsa")
+    return args.command != "features" or args.features_command != "audio"
+
+
+def _check_out(args) -> None:
+    """Refuse an --out that cannot be written before any work is done (not a traceback after it)."""
+    if getattr(args, "out", None) is not None:
+        check_target("--out", args.out, folder=_writes_folder(args))
+
+
+def check_target(option: str, target: str | Path, folder: bool) -> None:
+    """A path to write: no file among its parents, and a folder / file as expected."""
+    path = Path(target)
+    for parent in path.parents:
+        if parent.exists() and not parent.is_dir():
+            raise ValueError(f"{option} {target}: {parent} is a file, not a folder")
+    if folder and path.exists() and not path.is_dir():
+        raise ValueError(f"{option} {target}: is a file; expected a folder")
+    if not folder and path.is_dir():
+        raise ValueError(f"{option} {target}: is a folder; expected a file name, e.g. {path / 'results.csv'}")
+
+
+def _check_accelerator(accelerator: str) -> None:
+    """Fabric's own error is a traceback from deep inside; say what is missing instead."""
+    import torch
+
+    if accelerator == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--accelerator cuda: no CUDA GPU is available to torch here; use --accelerator cpu")
+    if accelerator == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("--accelerator mps: Apple MPS is not available here; use --accelerator cpu")
 
 
 def cmd_methods(args) -> int:
@@ -288,16 +334,17 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    rows = _evaluate(args.checkpoints, args.data, args.protocol, args.values, args.split, args.accelerator)
-    _print_tables(rows, args.metrics, args.protocol, args.split)
     csv = args.csv or _default_csv(args.checkpoints[0], args.protocol)
+    check_target("--csv", csv, folder=False)
+    rows = _evaluate(args.checkpoints, args.data, args.protocol, args.values, args.split, args.accelerator, args.metrics)
+    _print_tables(rows, args.metrics, args.protocol, args.split)
     from robustmsa.evaluation.report import write_csv
 
     print(f"results: {write_csv(rows, csv)}")
     return 0
 
 
-def _evaluate(checkpoint_paths, data_path, protocol, values, split, device="cpu"):
+def _evaluate(checkpoint_paths, data_path, protocol, values, split, device="cpu", metrics: str | None = None):
     import pandas as pd
 
     from robustmsa.data import load_dataset
@@ -305,7 +352,8 @@ def _evaluate(checkpoint_paths, data_path, protocol, values, split, device="cpu"
     from robustmsa.training.checkpoint import find_checkpoints, load_checkpoint
 
     checkpoints = [load_checkpoint(p) for p in find_checkpoints(checkpoint_paths)]
-    dataset = load_dataset(data_path or checkpoints[0].config["data"]["source"])
+    dataset = load_dataset(data_path or _recorded_data(checkpoints[0]))
+    _check_metrics(metrics, dataset, split)
     for ckpt in checkpoints:
         # The layout is modalities + labels; the name is the folder's, so a disrupted copy still fits.
         if {**ckpt.config["spec"], "name": ""} != {**dataset.spec.to_dict(), "name": ""}:
@@ -317,15 +365,38 @@ def _evaluate(checkpoint_paths, data_path, protocol, values, split, device="cpu"
     return pd.DataFrame(sweep(checkpoints, dataset, grid, split, device=device))
 
 
+def _recorded_data(checkpoint) -> str:
+    """The dataset a checkpoint was trained on, or a hint to pass --data when it is not here."""
+    recorded = checkpoint.config["data"]
+    source = recorded["source"]
+    if source.startswith("synthetic:") or Path(source).exists():
+        return source
+    raise FileNotFoundError(f"{checkpoint.path}: its training data {source} is not found from here; "
+                            f"pass --data PATH (a file with sha256 {recorded.get('sha256', '?')[:16]}...)")
+
+
+def _check_metrics(metrics: str | None, dataset, split: str) -> None:
+    """Unknown metric names are refused before the evaluation runs, not after."""
+    from robustmsa.evaluation.metrics import compute_metrics
+
+    if not metrics:
+        return
+    labels = dataset[split].labels
+    known = set(compute_metrics(dataset.spec.label.metric_family, labels, labels))
+    unknown = [m for m in metrics.split(",") if m not in known]
+    if unknown:
+        raise ValueError(f"--metrics: unknown metric {unknown[0]!r}; this dataset has {', '.join(sorted(known))}")
+
+
 def _print_tables(rows, metrics: str | None, protocol: str, split: str) -> None:
-    from robustmsa.evaluation.report import metric_family_of, summary_table, to_markdown
+    from robustmsa.evaluation.report import direction, metric_family_of, summary_table, to_markdown
 
     family = metric_family_of(rows)
     for metric in (metrics or DEFAULT_METRICS[family]).split(","):
         if metric not in set(rows["metric"]):
             raise ValueError(f"unknown metric {metric!r}; have {', '.join(sorted(set(rows['metric'])))}")
         seeds = sorted(set(rows["seed"]))
-        print(f"\n{metric} on {split}, protocol {protocol}, seeds {seeds} (mean ± std)")
+        print(f"\n{metric} ({direction(metric)}) on {split}, protocol {protocol}, seeds {seeds} (mean ± std)")
         print(to_markdown(summary_table(rows, metric)))
 
 

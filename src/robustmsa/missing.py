@@ -168,13 +168,23 @@ def standard_subsets(modalities: tuple[str, ...] | list[str]) -> list[Protocol]:
 # ----------------------------------------------------------------------- pure mask makers
 
 
+def realised_modality_rate(rate: float, m: int) -> float:
+    """The missing rate `modality:<rate>` realises with m modalities: at most (M-1)/M, since every
+    sample keeps one modality (0.7 with three modalities is realised as 0.667).
+
+    >>> round(realised_modality_rate(0.7, 3), 3), realised_modality_rate(0.5, 3)
+    (0.667, 0.5)
+    """
+    return min(rate, (m - 1) / m)
+
+
 def modality_present(n: int, m: int, rate: float, rng: np.random.Generator) -> np.ndarray:
     """(n, m) bool with exactly round(rate*n*m) False entries and >= 1 True per row.
 
     Each sample owns m-1 removable slots; choosing the missing count among all n*(m-1) slots
     uniformly makes the total exact while no sample can lose its last modality (GCNet/CPM-Net).
     """
-    high = (m - 1) / m
+    high = realised_modality_rate(1.0, m)
     if not 0.0 <= rate < 1.0:
         shown = _format_number(rate)
         raise ValueError(f"protocol modality: rate {shown} outside [0, 1) for {m} modalities")

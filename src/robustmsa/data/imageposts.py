@@ -405,6 +405,7 @@ def read_text_file(path: Path) -> str:
 def _validated(records: list[_Record], classes: list[str], skip_bad: bool, dropped: Counter) -> list[Post]:
     posts = []
     for record in records:
+        _check_inside(record)  # a path escape is an error even with skip_bad
         label = _label_name(record, classes)  # an unknown label is an error even with skip_bad
         try:
             posts.append(_post(record, label, check_image=skip_bad))
@@ -413,6 +414,16 @@ def _validated(records: list[_Record], classes: list[str], skip_bad: bool, dropp
                 raise
             dropped[_reason(str(error))] += 1
     return posts
+
+
+def _check_inside(record: _Record) -> None:
+    """Ids become file names (<id>.jpg, <id>.txt): one like '../../outside/secret' or '/etc/x' would
+    read a file outside the dataset folder (and copy its text into the features)."""
+    folder = os.path.normpath(record.images)
+    target = os.path.normpath(os.path.join(folder, record.id))
+    if not record.id or os.path.commonpath([folder, target]) != folder or target == folder:
+        raise DataError(f"{record.where}: field 'id': {record.id!r} points outside {record.images} "
+                        "(expected a post id that names files inside the image folder)")
 
 
 def _post(record: _Record, label: str, check_image: bool) -> Post:

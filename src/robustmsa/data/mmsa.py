@@ -60,13 +60,64 @@ def read_mmsa(path: str | os.PathLike) -> Dataset:
     return dataset
 
 
+# The only globals an MMSA pickle needs: numpy arrays / dtypes / scalars (numpy 1.x wrote them
+# under `numpy.core`, 2.x under `numpy._core`), protocol-2 bytes, and plain containers. Anything
+# else (os.system, a class with a crafted __reduce__) is refused before it is called.
+_NUMPY_HELPERS = {"multiarray": {"_reconstruct", "scalar"}, "numeric": {"_frombuffer"}}
+_ALLOWED_GLOBALS = {
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+    *{(f"numpy.{core}.{module}", name) for core in ("core", "_core")
+      for module, names in _NUMPY_HELPERS.items() for name in names},
+    *{(builtins, name) for builtins in ("builtins", "__builtin__")
+      for name in ("dict", "list", "tuple", "set", "frozenset", "bytearray", "bytes", "str", "int", "float",
+                   "bool", "complex", "slice", "range")},
+}
+
+
+_NUMPY_CORE = "numpy._core." if int(np.__version__.split(".")[0]) >= 2 else "numpy.core."
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """An unpickler that builds data, never runs code: loading a pickle runs whatever callable
+    it names, so a crafted file could otherwise do anything `data info` is pointed at."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _ALLOWED_GLOBALS and not _is_numpy_dtype_class(module, name):
+            raise _RefusedGlobal(f"{module}.{name}")
+        for core in ("numpy.core.", "numpy._core."):  # a file from either numpy major, read by this one
+            if module.startswith(core):
+                module = _NUMPY_CORE + module.removeprefix(core)
+        return super().find_class(module, name)
+
+
+class _RefusedGlobal(pickle.UnpicklingError):
+    pass
+
+
+def _is_numpy_dtype_class(module: str, name: str) -> bool:
+    """numpy 2 may pickle a dtype through its class (numpy.dtypes.Float32DType)."""
+    return module == "numpy.dtypes" and name.endswith("DType") and name.isidentifier()
+
+
+def load_restricted_pickle(path: str | os.PathLike) -> object:
+    """Unpickle a data file allowing only numpy arrays and builtin containers (see above).
+
+    A refused global raises `DataError` naming the file and the global; other failures propagate.
+    """
+    with open(path, "rb") as f:
+        try:
+            return _RestrictedUnpickler(f).load()
+        except _RefusedGlobal as exc:
+            raise DataError(f"{path}: refused to load: the pickle calls {exc}, not a numpy array or builtin "
+                            "container (MMSA pickles are read restricted, so a pickle cannot run code)") from None
+
+
 def _load_pickle(path: Path) -> object:
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     try:
-        with open(path, "rb") as f:
-            return pickle.load(f)  # a data file the user holds and chose to load
-    except MemoryError:
+        return load_restricted_pickle(path)
+    except (MemoryError, DataError):
         raise
     except Exception as exc:  # any unpickling failure means "this is not an MMSA pickle"
         detail = " ".join(str(exc).split())[:200]

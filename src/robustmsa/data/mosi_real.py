@@ -20,14 +20,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pickle
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from robustmsa.data.io import file_sha256
+from robustmsa.data.io import atomic_write_text, file_sha256
 from robustmsa.data.mmsa import write_mmsa
 from robustmsa.data.schema import (
     REGRESSION_MOSI,
@@ -119,6 +118,7 @@ def build_mosi_real(source: str | os.PathLike, out: str | os.PathLike, text_enco
         },
     }
     write_mmsa(Dataset(spec, splits, source=str(source), metadata=metadata), out)
+    _store_key(out, key)
     return BuildResult(out, False, time.perf_counter() - start, sizes)
 
 
@@ -205,13 +205,24 @@ def _build_key(source: Path, fingerprint: str, text_level: str, max_tokens: int)
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
+def _key_file(out: Path) -> Path:
+    return out.with_name(out.name + ".build.json")
+
+
 def _stored_key(out: Path) -> str | None:
-    """The build key recorded in an existing output (our own file), or None."""
-    if not out.is_file():
+    """The build key of an existing output, from the record written beside it, or None.
+
+    The output itself is never unpickled: it is about to be overwritten and may be anyone's file.
+    The record holds the output's sha256, so a file replaced since the build is rebuilt over."""
+    record_file = _key_file(out)
+    if not out.is_file() or not record_file.is_file():
         return None
     try:
-        with open(out, "rb") as f:
-            raw = pickle.load(f)  # a file this builder wrote (checked by its key below)
-        return raw.get("metadata", {}).get("build", {}).get("key")
-    except Exception:  # unreadable or foreign: rebuild over it
+        record = json.loads(record_file.read_text())
+        return record["key"] if record.get("sha256") == file_sha256(out) else None
+    except (ValueError, KeyError, TypeError, AttributeError):  # unreadable or foreign: rebuild over it
         return None
+
+
+def _store_key(out: Path, key: str) -> None:
+    atomic_write_text(_key_file(out), json.dumps({"key": key, "sha256": file_sha256(out)}) + "\n")

@@ -14,7 +14,7 @@ from robustmsa.data.schema import Dataset
 from robustmsa.data.standardize import FeatureStats
 from robustmsa.evaluation.metrics import compute_metrics
 from robustmsa.methods.base import Method
-from robustmsa.missing import Protocol, make_pattern
+from robustmsa.missing import PROTOCOL_NAMES, Protocol, make_pattern, realised_modality_rate
 
 
 @torch.no_grad()
@@ -52,6 +52,8 @@ def evaluate(
 
 def protocol_grid(name: str, values: list[str]) -> list[Protocol]:
     """`modality` + ["0", "0.1"] -> [modality:0, modality:0.1]; `none` needs no values."""
+    if name not in PROTOCOL_NAMES:  # before asking for values: a misspelled name is the error
+        raise ValueError(f"unknown protocol {name!r}; expected one of {', '.join(PROTOCOL_NAMES)}")
     if name == "none":
         return [Protocol.parse("none")]
     if not values:
@@ -75,6 +77,17 @@ def sweep(checkpoints, dataset: Dataset, protocols: list[Protocol], split: str =
                 rows.append({
                     "method": ckpt.method_name, "seed": ckpt.seed, "protocol": protocol.name,
                     "param": str(protocol).partition(":")[2], "metric": metric, "value": value,
+                    "realised": realised(protocol, len(dataset.spec.modalities)),
                     "checkpoint": str(ckpt.path), "split": split,
                 })
     return rows
+
+
+def realised(protocol: Protocol, modalities: int) -> str:
+    """The parameter as realised, where it differs from the one asked for (else ""): a modality
+    rate past (M-1)/M. Reports label the column with it, so 0.7 is not read as 70% missing."""
+    if protocol.name != "modality":
+        return ""
+    rate = float(protocol.param)
+    actual = realised_modality_rate(rate, modalities)
+    return f"{actual:.3f}".rstrip("0").rstrip(".") if actual < rate - 1e-9 else ""

@@ -9,7 +9,32 @@ import numpy as np
 import pandas as pd
 
 from robustmsa.data.io import atomic_write_bytes
+from robustmsa.data.schema import MODALITY_ALIASES
 from robustmsa.evaluation.robustness import auilc, mean_over_rates
+
+
+# Columns that hold ids or labels, never numbers: a config hash like 7721618e2741 parses as inf.
+TEXT_COLUMNS = ("method", "protocol", "param", "realised", "metric", "split", "checkpoint", "dataset", "variant",
+                "data_sha256", "config_hash", "job")
+LOWER_IS_BETTER = {"mae"}
+METRIC_NOTES = (
+    "acc2_non0 / f1_non0: binary accuracy / weighted F1 (%) of positive vs negative sentiment over the "
+    "samples whose label is not 0; acc2_has0 / f1_has0 split >= 0 vs < 0 over all samples; "
+    "AUILC: area under the metric-vs-rate curve divided by the rate range (trapezoid rule), "
+    "so a flatter curve at the same start scores higher"
+)
+
+
+def read_results(path: str | Path) -> pd.DataFrame:
+    """Tidy result rows from a CSV written by `write_csv`: id-like columns as text, values as floats."""
+    header = pd.read_csv(path, nrows=0).columns
+    rows = pd.read_csv(path, dtype={c: str for c in TEXT_COLUMNS if c in header}, keep_default_na=False)
+    rows["value"] = pd.to_numeric(rows["value"].replace("", np.nan)).astype(float)
+    return rows
+
+
+def direction(metric: str) -> str:
+    return "lower is better" if metric in LOWER_IS_BETTER else "higher is better"
 
 
 def _numeric(values: list[str]) -> list[float] | None:
@@ -39,7 +64,20 @@ def summary_table(rows: pd.DataFrame, metric: str) -> pd.DataFrame:
         table[method] = cells
     frame = pd.DataFrame.from_dict(table, orient="index")
     frame.index.name = "method"
-    return frame
+    return frame.rename(columns=_column_labels(data, params))
+
+
+def _column_labels(data: pd.DataFrame, params: list[str]) -> dict[str, str]:
+    """Parameters as a reader should see them: a subset by its modality names ({text,audio},
+    not l,a) and a modality rate with the rate it realises when that differs (0.7 (0.667))."""
+    labels = {}
+    realised = data.drop_duplicates("param").set_index("param")["realised"] if "realised" in data else {}
+    for param, protocol in data.drop_duplicates("param")[["param", "protocol"]].itertuples(index=False):
+        if protocol == "subset":
+            labels[param] = "{" + ",".join(MODALITY_ALIASES.get(m, m) for m in param.split(",")) + "}"
+        elif protocol == "modality" and isinstance(realised.get(param), str) and realised[param]:
+            labels[param] = f"{param} ({realised[param]})"
+    return labels
 
 
 def _mean_std(values: np.ndarray) -> str:
@@ -98,16 +136,22 @@ def plot_curves(rows: pd.DataFrame, protocol: str, metric: str, path: str | Path
 
     data = rows[(rows["protocol"] == protocol) & (rows["metric"] == metric)].copy()
     data["rate"] = data["param"].astype(float)
-    figure, axes = plt.subplots(figsize=(6, 4), dpi=120)
-    for method, mine in data.groupby("method", sort=False):
+    seeds = data["seed"].nunique()
+    figure, axes = plt.subplots(figsize=(7.5, 4.5), dpi=120)
+    colours = plt.get_cmap("tab10")
+    for index, (method, mine) in enumerate(data.groupby("method", sort=False)):
         stats = mine.groupby("rate")["value"].agg(["mean", "std"]).fillna(0.0)
-        axes.plot(stats.index, stats["mean"], marker="o", label=method)
-        axes.fill_between(stats.index, stats["mean"] - stats["std"], stats["mean"] + stats["std"], alpha=0.2)
+        style = "--" if _is_baseline(method) else "-"  # seven curves stay apart: baselines dashed
+        axes.plot(stats.index, stats["mean"], style, marker="os^vDP*X"[index % 8], color=colours(index % 10),
+                  label=method + (" (baseline)" if style == "--" else ""))
+        axes.fill_between(stats.index, stats["mean"] - stats["std"], stats["mean"] + stats["std"], alpha=0.12,
+                          color=colours(index % 10))
     axes.set_xlabel(f"{protocol} missing rate")
-    axes.set_ylabel(metric)
-    axes.set_title(title or f"{metric} under the {protocol} protocol")
+    axes.set_ylabel(f"{metric} ({direction(metric)})")
+    axes.set_title((title or f"{metric} under the {protocol} protocol")
+                   + f"\nline: mean over {seeds} seed(s); band: ±1 std over seeds", fontsize=10)
     axes.grid(alpha=0.3)
-    axes.legend()
+    axes.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
@@ -115,6 +159,16 @@ def plot_curves(rows: pd.DataFrame, protocol: str, metric: str, path: str | Path
     path = Path(path)
     atomic_write_bytes(path, buffer.getvalue())
     return path
+
+
+def _is_baseline(method: str) -> bool:
+    """A method defined among the baselines (late_fusion, mean_impute, mult_lite, misa)."""
+    from robustmsa.methods.base import method_class
+
+    try:
+        return method_class(method.split(" [")[0]).__module__.endswith(".baselines")
+    except KeyError:  # an ablation variant label or a name from elsewhere
+        return False
 
 
 def bench_report(rows: pd.DataFrame, grid, out: str | Path, command: str = "") -> tuple[str, list[Path]]:
@@ -128,7 +182,7 @@ def bench_report(rows: pd.DataFrame, grid, out: str | Path, command: str = "") -
     lines += [
         f"- seeds: {sorted(set(rows['seed']))}; cells are mean ± std over seeds (sample std)",
         f"- model selection: validation split only; tables on the `{rows['split'].iloc[0]}` split",
-        f"- metric definitions: {METRICS_VERSION}",
+        f"- metric definitions: {METRICS_VERSION}; {METRIC_NOTES}; mae: mean absolute error (lower is better)",
     ]
     if "torch_threads" in rows:  # same seed gives the same numbers only at the same thread count
         lines.append(f"- torch threads per training run: {sorted(set(rows['torch_threads']))}")
@@ -149,7 +203,7 @@ def bench_report(rows: pd.DataFrame, grid, out: str | Path, command: str = "") -
             for protocol in dict.fromkeys(p for p in part["protocol"] if p != "none" or set(part["protocol"]) == {"none"}):
                 present = set(part["metric"])
                 for metric in [m for m in grid.metrics.get(family, sorted(present)) if m in present]:
-                    lines += ["", f"### {metric}, protocol `{protocol}`, {heading}", ""]
+                    lines += ["", f"### {metric} ({direction(metric)}), protocol `{protocol}`, {heading}", ""]
                     lines.append(to_markdown(protocol_table(part, protocol, metric)))
                     if protocol in ("modality", "frame"):
                         name = _slug(f"{Path(dataset).stem}-{variant}-{protocol}-{metric}") + ".png"

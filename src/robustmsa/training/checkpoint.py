@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load, save
 
-from robustmsa.data.io import atomic_write_bytes
-from robustmsa.data.schema import DatasetSpec
+from robustmsa.data.io import atomic_write_bytes, parse_json
+from robustmsa.data.schema import DataError, DatasetSpec
 from robustmsa.data.standardize import FeatureStats
 from robustmsa.methods.base import Method, create_method
 
@@ -30,7 +31,7 @@ def write_json(path: Path, payload: Any) -> None:
 
 
 def read_json(path: Path) -> Any:
-    return json.loads(Path(path).read_text())
+    return parse_json(Path(path).read_text(), str(path))
 
 
 def save_weights(path: Path, tensors: dict[str, torch.Tensor]) -> None:
@@ -39,7 +40,11 @@ def save_weights(path: Path, tensors: dict[str, torch.Tensor]) -> None:
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
-    return load(Path(path).read_bytes())
+    try:
+        return load(Path(path).read_bytes())
+    except SafetensorError as exc:  # truncated by a full disk or a partial copy
+        raise DataError(f"{path}: not a readable safetensors file ({' '.join(str(exc).split())[:120]}); "
+                        "it is truncated or corrupt: copy it again, or delete the seed folder and retrain") from None
 
 
 def optimizer_to_flat(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -94,10 +99,17 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> Checkpoint:
         if not f.exists():
             raise FileNotFoundError(f"{folder}: not a checkpoint folder (missing {f.name})")
     config = read_json(config_file)
-    spec = DatasetSpec.from_dict(config["spec"])
-    method = create_method(config["run"]["method"], spec, **config["method_config"])
+    try:
+        spec = DatasetSpec.from_dict(config["spec"])
+        method = create_method(config["run"]["method"], spec, **config["method_config"])
+    except (KeyError, TypeError) as exc:
+        raise DataError(f"{config_file}: not a robustmsa checkpoint config ({type(exc).__name__}: {exc})") from None
     weights = load_weights(weights_file)
-    method.load_state_dict({k: v.to(map_location) for k, v in weights.items()})
+    try:
+        method.load_state_dict({k: v.to(map_location) for k, v in weights.items()})
+    except RuntimeError as exc:  # missing / unexpected keys or shapes: the two files are from different runs
+        detail = " ".join(str(exc).split())[:200]
+        raise DataError(f"{weights_file}: weights do not match {config_file.name} ({detail})") from None
     method.input_stats = FeatureStats.from_dict(config.get("standardize"))  # absent: trained on raw inputs
     method.eval()
     return Checkpoint(folder, config, method)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from robustmsa.training.checkpoint import (
     write_json,
 )
 from robustmsa.training.collapse import collapse_reason
+from robustmsa.training.lock import claim_folder
 
 
 @dataclass
@@ -76,11 +78,19 @@ class Trainer:
 
     # --- public -------------------------------------------------------------------------
     def fit(self, run: RunConfig, dataset: Dataset, seed: int) -> FitResult:
+        """Train (or resume, or find finished) one seed. The seed folder is claimed with a lock:
+        a second process on the same folder waits, then finds the seed finished."""
+        folder = run_dir(self.out, run, dataset.source_hash) / f"seed{seed}"
+        if not folder.exists():  # a config the method rejects must leave no folder behind
+            create_method(run.method, dataset.spec, **run.method_options)
+        with claim_folder(folder, lambda holder: tqdm.write(f"{folder}: claimed by {holder}; waiting for it",
+                                                            file=sys.stderr)):
+            return self._fit(run, dataset, seed, folder)
+
+    def _fit(self, run: RunConfig, dataset: Dataset, seed: int, folder: Path) -> FitResult:
         from lightning_fabric import Fabric  # imported here: it is slow to import
 
         start = time.perf_counter()
-        folder = run_dir(self.out, run, dataset.source_hash) / f"seed{seed}"
-        folder.mkdir(parents=True, exist_ok=True)
         progress = self._read_progress(folder)
         if progress.completed:
             saved = read_json(folder / "metrics.json")
@@ -199,7 +209,8 @@ class Trainer:
             "method_config": dataclasses.asdict(method.cfg),
             "spec": dataset.spec.to_dict(),
             # metadata: how the features were made (e.g. the text encoder), for `robustmsa predict`
-            "data": {"source": dataset.source, "sha256": dataset.source_hash, "metadata": dataset.metadata},
+            # absolute: `eval` finds the data from any folder (the hash says if it is still the same)
+            "data": {"source": _absolute(dataset.source), "sha256": dataset.source_hash, "metadata": dataset.metadata},
             "seed": seed,
             # per-feature training statistics the inputs are standardized with (None: raw inputs)
             "standardize": None if method.input_stats is None else method.input_stats.to_dict(),
@@ -287,6 +298,9 @@ def _epochs_logged(folder: Path, phase: str) -> int:
 
 def _is_selecting(method: Method, phase: str) -> bool:
     return any(p.name == phase and p.select for p in method.phases())
+def _absolute(source: str) -> str:
+    """A data path made absolute; a `synthetic:` spec (no such path) as it is."""
+    return str(Path(source).resolve()) if source and Path(source).exists() else source
 
 
 def hash_seed(*parts: int) -> int:
