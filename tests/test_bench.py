@@ -251,13 +251,15 @@ def test_report_states_direction_definitions_and_the_band(tmp_path, monkeypatch)
     import matplotlib.pyplot as plt
 
     methods = ["late_fusion", "mean_impute", "mult_lite", "misa", "fsrf", "drf", "sslmm"]
-    rows = rows_for({m: [[80 - i, 70 - i], [82 - i, 71 - i]] for i, m in enumerate(methods)}, ["0", "0.5"])
+    rows = rows_for({m: [[80 - i, 70 - i], [82 - i, 71 - i]] for i, m in enumerate(methods)}, ["0", "0.7"])
+    rows = rows.assign(realised=rows["param"].map({"0": "", "0.7": "0.667"}))
     rows = pd.concat([rows, rows.assign(metric="mae", value=rows["value"] / 100)])
     figures = []
     monkeypatch.setattr(plt, "close", figures.append)
     text, plots = bench_report(rows, tiny_grid(methods=methods), tmp_path)
     assert "### acc2_non0 (higher is better)" in text and "### mae (lower is better)" in text
     assert text.count("acc2_non0 / f1_non0: binary accuracy") == 1 and text.count("AUILC: area under") == 1
+    assert "0.7\n(0.667)" in [t.get_text() for t in figures[0].axes[0].get_xticklabels()]
     assert len(plots) == 2 and len(figures) == 2
     axes = figures[0].axes[0]
     assert "band: ±1 std over seeds" in axes.get_title()
