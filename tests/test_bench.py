@@ -149,6 +149,27 @@ def test_two_benches_on_one_folder_equal_a_solo_run(tmp_path):
     a, b = solo.sort_values(key).reset_index(drop=True), shared.sort_values(key).reset_index(drop=True)
     np.testing.assert_allclose(a["value"], b["value"], atol=1e-6)
 
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_parallel_bench_in_one_line(tmp_path):
+    out = tmp_path / "bench"
+    command = [sys.executable, "-m", "robustmsa.cli", "bench", "--preset", "demo", "--data", "synthetic:mosi:n=150:seed=4",
+               "--methods", "late_fusion,mean_impute", "--seeds", "0", "--workers", "2", "--out", str(out),
+               "train.epochs=500", "train.patience=500"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as in a terminal
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list(out.glob("runs/*/seed0/log.jsonl"))) < 2 and process.poll() is None:
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C sends: the whole process group
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130 and err.strip() == "robustmsa: interrupted", err
+    deadline = time.time() + 20  # the workers (and the semaphore tracker) are gone too
+    with pytest.raises(ProcessLookupError):
+        while time.time() < deadline:
+            os.killpg(process.pid, 0)
+            time.sleep(0.2)
+
 def rows_for(curves: dict[str, list[list[float]]], rates: list[str], protocol: str = "modality") -> pd.DataFrame:
     """Tidy rows from per-method, per-seed curves of acc2_non0."""
     rows = []
@@ -233,13 +254,15 @@ def test_report_states_direction_definitions_and_the_band(tmp_path, monkeypatch)
     import matplotlib.pyplot as plt
 
     methods = ["late_fusion", "mean_impute", "mult_lite", "misa", "fsrf", "drf", "sslmm"]
-    rows = rows_for({m: [[80 - i, 70 - i], [82 - i, 71 - i]] for i, m in enumerate(methods)}, ["0", "0.5"])
+    rows = rows_for({m: [[80 - i, 70 - i], [82 - i, 71 - i]] for i, m in enumerate(methods)}, ["0", "0.7"])
+    rows = rows.assign(realised=rows["param"].map({"0": "", "0.7": "0.667"}))
     rows = pd.concat([rows, rows.assign(metric="mae", value=rows["value"] / 100)])
     figures = []
     monkeypatch.setattr(plt, "close", figures.append)
     text, plots = bench_report(rows, tiny_grid(methods=methods), tmp_path)
     assert "### acc2_non0 (higher is better)" in text and "### mae (lower is better)" in text
     assert text.count("acc2_non0 / f1_non0: binary accuracy") == 1 and text.count("AUILC: area under") == 1
+    assert "0.7\n(0.667)" in [t.get_text() for t in figures[0].axes[0].get_xticklabels()]
     assert len(plots) == 2 and len(figures) == 2
     axes = figures[0].axes[0]
     assert "band: ±1 std over seeds" in axes.get_title()

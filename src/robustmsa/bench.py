@@ -9,9 +9,12 @@ trainer continues from its last epoch).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import signal
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -283,6 +286,9 @@ def _pin_threads(threads: int) -> None:
     install_warning_printer()
     torch.set_num_threads(threads)
     os.environ["OMP_NUM_THREADS"] = str(threads)
+    # tqdm's default lock is a multiprocessing semaphore; a worker stopped by Ctrl-C could not
+    # release it, and the parent's exit would warn of a leaked semaphore. Workers print no bars.
+    tqdm.set_lock(threading.RLock())
 
 
 # --------------------------------------------------------------------------- the grid
@@ -337,17 +343,41 @@ def _run_pool(pending: list[Job], out: str, workers: int, threads: int, bar) -> 
     failed: list[str] = []
     context = get_context("spawn")  # fresh interpreters: no forked torch thread pools
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_pin_threads, initargs=(threads,)) as pool:
-        futures = {pool.submit(run_job, job, out, threads): job for job in pending}
-        for future in as_completed(futures):
-            job = futures[future]
-            try:
-                future.result()
-            except BrokenProcessPool:
-                failed.append(f"{job.describe()}: a worker died")
-            except Exception as error:
-                failed.append(f"{job.describe()}: {error}".splitlines()[0])
-            bar.update()
+        with _sigint_ignored():  # workers start (on submit) ignoring Ctrl-C: this process stops them
+            futures = {pool.submit(run_job, job, out, threads): job for job in pending}
+        try:
+            for future in as_completed(futures):
+                job = futures[future]
+                try:
+                    future.result()
+                except BrokenProcessPool:
+                    failed.append(f"{job.describe()}: a worker died")
+                except Exception as error:
+                    failed.append(f"{job.describe()}: {error}".splitlines()[0])
+                bar.update()
+        except KeyboardInterrupt:  # stop now, not after the running jobs: a rerun resumes them
+            workers = list(pool._processes.values())  # noqa: SLF001 (no public way to stop workers)
+            for process in workers:
+                process.terminate()
+            for process in workers:
+                process.join()
+            pool.shutdown(wait=True, cancel_futures=True)  # the workers are gone: returns at once
+            raise
     return failed
+
+
+@contextlib.contextmanager
+def _sigint_ignored():
+    """Ctrl-C goes to the whole process group; spawned workers inherit SIGINT ignored, so only
+    the parent sees it (no worker tracebacks) and terminates them."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _run_ray(pending: list[Job], out: str, threads: int, bar) -> list[str]:

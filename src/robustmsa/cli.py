@@ -181,8 +181,20 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:  # a folder where a file is expected, no permission, a full disk
         return _fail(f"{error.filename}: {error.strerror}" if error.filename else str(error))
     except KeyboardInterrupt:  # finished runs are kept; the same command resumes the rest
-        print("robustmsa: interrupted", file=sys.stderr)
-        return 130
+        pass
+    return _interrupted()
+
+
+def _interrupted() -> int:
+    """Ctrl-C: one line, exit 130. Called after the except block, so the traceback and what its
+    frames held (a worker pool's semaphores, open files) can be freed now, before exit warns of them."""
+    import gc
+    import warnings
+
+    warnings.simplefilter("ignore", ResourceWarning)
+    gc.collect()
+    print("robustmsa: interrupted", file=sys.stderr)
+    return 130
 
 
 def _fail(message: str) -> int:

@@ -17,12 +17,10 @@ from robustmsa.evaluation.robustness import auilc, mean_over_rates
 TEXT_COLUMNS = ("method", "protocol", "param", "realised", "metric", "split", "checkpoint", "dataset", "variant",
                 "data_sha256", "config_hash", "job")
 LOWER_IS_BETTER = {"mae"}
-METRIC_NOTES = (
-    "acc2_non0 / f1_non0: binary accuracy / weighted F1 (%) of positive vs negative sentiment over the "
-    "samples whose label is not 0; acc2_has0 / f1_has0 split >= 0 vs < 0 over all samples; "
-    "AUILC: area under the metric-vs-rate curve divided by the rate range (trapezoid rule), "
-    "so a flatter curve at the same start scores higher"
-)
+ACC2_NOTE = ("acc2_non0 / f1_non0: binary accuracy / weighted F1 (%) of positive vs negative sentiment over the "
+             "samples whose label is not 0; acc2_has0 / f1_has0 split >= 0 vs < 0 over all samples")
+AUILC_NOTE = ("AUILC: area under the metric-vs-rate curve divided by the rate range (trapezoid rule), "
+              "so a flatter curve at the same start scores higher")
 
 
 def read_results(path: str | Path) -> pd.DataFrame:
@@ -146,6 +144,10 @@ def plot_curves(rows: pd.DataFrame, protocol: str, metric: str, path: str | Path
                   label=method + (" (baseline)" if style == "--" else ""))
         axes.fill_between(stats.index, stats["mean"] - stats["std"], stats["mean"] + stats["std"], alpha=0.12,
                           color=colours(index % 10))
+    rates = sorted(set(data["param"]), key=float)
+    labels = _column_labels(data, rates)
+    if labels:  # the realised rate under the one asked for, as in the tables
+        axes.set_xticks([float(r) for r in rates], [labels.get(r, r).replace(" (", "\n(") for r in rates])
     axes.set_xlabel(f"{protocol} missing rate")
     axes.set_ylabel(f"{metric} ({direction(metric)})")
     axes.set_title((title or f"{metric} under the {protocol} protocol")
@@ -182,7 +184,9 @@ def bench_report(rows: pd.DataFrame, grid, out: str | Path, command: str = "") -
     lines += [
         f"- seeds: {sorted(set(rows['seed']))}; cells are mean ± std over seeds (sample std)",
         f"- model selection: validation split only; tables on the `{rows['split'].iloc[0]}` split",
-        f"- metric definitions: {METRICS_VERSION}; {METRIC_NOTES}; mae: mean absolute error (lower is better)",
+        f"- metric definitions: {METRICS_VERSION}; "
+        + "; ".join([*([ACC2_NOTE] if "acc2_non0" in set(rows["metric"]) else []), AUILC_NOTE,
+                     "mae: mean absolute error (lower is better)"]),
     ]
     if "torch_threads" in rows:  # same seed gives the same numbers only at the same thread count
         lines.append(f"- torch threads per training run: {sorted(set(rows['torch_threads']))}")

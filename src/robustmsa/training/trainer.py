@@ -83,6 +83,8 @@ class Trainer:
         folder = run_dir(self.out, run, dataset.source_hash) / f"seed{seed}"
         if not folder.exists():  # a config the method rejects must leave no folder behind
             create_method(run.method, dataset.spec, **run.method_options)
+        elif self._read_progress(folder).completed:  # finished: nothing to claim (the folder may be read-only)
+            return self._fit(run, dataset, seed, folder)
         with claim_folder(folder, lambda holder: tqdm.write(f"{folder}: claimed by {holder}; waiting for it",
                                                             file=sys.stderr)):
             return self._fit(run, dataset, seed, folder)
