@@ -1,4 +1,4 @@
-"""The `robustmsa` command: data info|synth|build, features, train, eval, bench, predict, methods, demo.
+"""The `robustmsa` command: data info|synth|build|probe, features, train, eval, bench, predict, methods, demo.
 
 Every user error ends as one line on stderr (`robustmsa: error: ...`) and exit code 2.
 """
@@ -35,6 +35,11 @@ def _parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="inspect or synthesize datasets").add_subparsers(dest="data_command", required=True)
     info = data.add_parser("info", help="splits, sizes, dims, lengths and label statistics of a dataset")
     info.add_argument("path")
+    probe = data.add_parser("probe", help="how much each modality carries: ridge / logistic probes on pooled "
+                            "features (penalty chosen on valid), scored on test")
+    probe.add_argument("path")
+    probe.add_argument("--mlp", action="store_true", help="also a one-hidden-layer MLP probe (early-stopped on valid)")
+    probe.add_argument("--seed", type=int, default=0)
     synth = data.add_parser("synth", help="write synthetic data in a real format (MMSA pickle / image-text folder)")
     synth.add_argument("--like", required=True, choices=["mosi", "mosei", "sims", "mvsa"])
     synth.add_argument("--out", required=True)
@@ -204,6 +209,8 @@ def cmd_data(args) -> int:
         return 0
     if args.data_command == "build":
         return _build_dataset(args)
+    if args.data_command == "probe":
+        return _probe_dataset(args)
     start = time.perf_counter()
     if args.raw:
         from robustmsa.data.synthetic_posts import write_raw_mvsa
@@ -237,6 +244,21 @@ def _cmd_features_imagetext(args) -> int:
         raise ValueError(str(error)) from None
     print(posts.summary())
     print(result.summary())
+    return 0
+
+
+def _probe_dataset(args) -> int:
+    from robustmsa.data import load_dataset
+    from robustmsa.evaluation.metrics import PRIMARY_METRIC
+    from robustmsa.evaluation.probe import format_probe, probe_dataset
+
+    dataset = load_dataset(args.path)
+    family = dataset.spec.label.metric_family
+    table = probe_dataset(dataset, ("linear", "mlp") if args.mlp else ("linear",), seed=args.seed)
+    sizes = ", ".join(f"{name} {len(split)}" for name, split in dataset.splits.items())
+    print(f"probe of {args.path} ({sizes}): pooled (masked mean) features, standardized with train statistics; "
+          f"penalty{' / MLP epoch' if args.mlp else ''} chosen on valid {PRIMARY_METRIC[family][0]}; test metrics")
+    print(format_probe(table, family))
     return 0
 
 
