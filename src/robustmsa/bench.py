@@ -101,8 +101,12 @@ MOSI_REAL_BUILDS = {  # default dataset path -> the command that builds it
 
 
 def _mosi_real_protocols(modalities: tuple[str, ...]) -> list[str]:
-    """Complete, the modality curve to 0.5, and every incomplete kept set of this dataset."""
-    return ["none", *[f"modality:{r}" for r in MODALITY_RATES[:6]], *_subset_protocols(modalities)[:-1]]
+    """Complete, the modality curve to 0.5, every incomplete kept set of this dataset, and real
+    low-quality text: each textnoise kind at rates 0.2..0.8, then the random mix."""
+    from robustmsa.features.textnoise import curve_protocols
+
+    return ["none", *[f"modality:{r}" for r in MODALITY_RATES[:6]], *_subset_protocols(modalities)[:-1],
+            *curve_protocols()]
 
 
 PRESETS = {

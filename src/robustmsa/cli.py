@@ -81,7 +81,8 @@ def _parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="evaluate checkpoints under a protocol: table on stdout + CSV")
     ev.add_argument("checkpoints", nargs="+", help="checkpoint folders or run folders holding seed*/")
     ev.add_argument("--data", default=None, help="dataset (default: the one recorded in the checkpoint)")
-    ev.add_argument("--protocol", default="modality", help="none, modality, subset, frame or disrupt")
+    ev.add_argument("--protocol", default="modality", help="none, modality, subset, frame, disrupt or textnoise "
+                    "(raw text degraded and re-encoded: --values drop:0.2,typo:0.4,mix:0.5; default every kind at 0.2..0.8)")
     ev.add_argument("--values", default=None, help=f"comma-separated parameter values (modality default {DEFAULT_RATES}); "
                     "use ';' to separate subset/disrupt values, e.g. 'l;a;l,a'")
     ev.add_argument("--split", default="test", choices=["valid", "test"])
@@ -326,6 +327,10 @@ def _evaluate(checkpoint_paths, data_path, protocol, values, split, device="cpu"
         # The layout is modalities + labels; the name is the folder's, so a disrupted copy still fits.
         if {**ckpt.config["spec"], "name": ""} != {**dataset.spec.to_dict(), "name": ""}:
             raise ValueError(f"{ckpt.path}: trained on a dataset with another layout than {dataset.source}")
+    if values is None and protocol == "textnoise":
+        from robustmsa.features.textnoise import curve_protocols
+
+        values = ",".join(p.partition(":")[2] for p in curve_protocols())
     if values is None:
         values = DEFAULT_RATES if protocol in ("modality", "frame") else ""
     separator = ";" if protocol in ("subset", "disrupt") else ","
