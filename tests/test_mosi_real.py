@@ -175,6 +175,16 @@ def test_bench_preset_needs_the_built_files_and_tables_each_kept_set(tmp_path: P
     assert protocols["data/mosi_real.pkl"][:9] == [*curve, "subset:l", "subset:a"]
     assert protocols["data/mosi_real_si_tav.pkl"][:13] == [*curve, "subset:l", "subset:a", "subset:v", "subset:l,a",
                                                            "subset:l,v", "subset:a,v"]
+    from robustmsa.features.textnoise import curve_protocols
+
+    for data in protocols:
+        assert protocols[data][-17:] == curve_protocols() and "textnoise:mix:0.5" in protocols[data]
+    # A dataset without transcripts gets the same tables without the textnoise columns.
+    from conftest import make_tiny_dataset
+    from robustmsa.data.mmsa import write_mmsa
+
+    features_only = str(write_mmsa(make_tiny_dataset(), tmp_path / "features_only.pkl"))
+    assert not any(p.startswith("textnoise") for p in make_grid("mosi-real", [features_only]).protocols)
     assert grid.metrics == {"mosi": ["acc2_non0", "f1_non0", "mae", "corr"]}
 
 
