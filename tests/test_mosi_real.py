@@ -211,6 +211,9 @@ def test_trimodal_speaker_independent_build(tmp_path: Path, text_encoder):
     build = dataset.metadata["build"]
     assert (build["split"], build["modalities"], build["text_encoder"]) == (
         "speaker-independent", ["text", "audio", "vision"], "all-MiniLM-L6-v2")
+    from robustmsa.data import describe
+
+    assert "built   speaker-independent split, modalities text, audio, vision, text encoder all-MiniLM-L6-v2" in describe(dataset)
     # The text vectors came through the content cache: the standard build reuses them all.
     standard = build_mosi_real(source, tmp_path / "ta.pkl", text_encoder, progress=False, cache_dir=tmp_path / "cache")
     assert _build_key(source, text_encoder.fingerprint, "sentence", 50, ("text", "audio", "vision"),
