@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from robustmsa.data.batch import SplitTensors
+from robustmsa.data.batch import MissingPattern, SplitTensors
 from robustmsa.data.schema import Dataset
 from robustmsa.data.standardize import FeatureStats
 from robustmsa.evaluation.metrics import compute_metrics
@@ -29,7 +29,14 @@ def predict_tensors(method: Method, tensors: SplitTensors, batch_size: int = 256
 
 def split_tensors(dataset: Dataset, split: str, protocol: Protocol, seed: int,
                   stats: FeatureStats | None = None) -> SplitTensors:
-    """One split under one protocol; `stats`: the method's input standardization (its `input_stats`)."""
+    """The split under the protocol: masks for the feature-level protocols; for `textnoise` the
+    raw transcripts degraded and re-encoded (features/textnoise.py), with nothing masked.
+    `stats`: the method's input standardization (its `input_stats`)."""
+    if protocol.name == "textnoise":
+        from robustmsa.features.textnoise import textnoise_split
+
+        data = textnoise_split(dataset, split, protocol, seed)
+        return SplitTensors(data, dataset.spec, MissingPattern.complete(data, dataset.spec.modality_names), stats=stats)
     data = dataset[split]
     return SplitTensors(data, dataset.spec, make_pattern(data, dataset.spec, protocol, seed), stats=stats)
 
