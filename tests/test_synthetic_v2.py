@@ -150,3 +150,32 @@ def test_single_vector_modalities_keep_quality_and_interaction():
     w = world("mvsa", n=300, low_quality=0.5)
     assert w.events["image"].all() and w.metadata["synthetic"]["interaction_pair"] == ["text", "image"]
     assert json.dumps(w.metadata)  # JSON-able, as metadata.json needs
+
+
+# --------------------------------------------------------------------------- raw MVSA posts
+
+V1_RAW_MVSA_SHA256 = "82300e7a50f1c120eace59374018eae724eba775fa5281f9f94ac86dc8a23d14"  # n=30, seed=1
+
+
+def folder_sha256(folder) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(folder)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def test_raw_posts_v1_unchanged_and_v2_degrades_only_the_recorded_posts(tmp_path):
+    from robustmsa.data.synthetic_posts import write_raw_mvsa
+
+    v1 = write_raw_mvsa(tmp_path / "v1", n=30, seed=1, version=1)
+    assert folder_sha256(v1) == V1_RAW_MVSA_SHA256
+    v2 = write_raw_mvsa(tmp_path / "v2", n=30, seed=1, knobs=Knobs(low_quality=0.5))
+    degraded = json.loads((v2 / "synthetic.json").read_text())["degraded"]
+    assert 8 <= len(degraded) <= 22 and {kind for _, kind in degraded.values()} == {"noise", "attenuated"}
+    for i in range(1, 31):
+        changed = {suffix: (v1 / "data" / f"{i}{suffix}").read_bytes() != (v2 / "data" / f"{i}{suffix}").read_bytes()
+                   for suffix in (".txt", ".jpg")}
+        hit = degraded.get(str(i), [None])[0]
+        assert changed == {".txt": hit == "text", ".jpg": hit == "image"}
+    assert (v1 / "labelResultAll.txt").read_bytes() == (v2 / "labelResultAll.txt").read_bytes()

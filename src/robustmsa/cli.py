@@ -240,7 +240,7 @@ def cmd_data(args) -> int:
 
         if args.like != "mvsa":
             raise ValueError(f"--raw writes MVSA-layout posts; use --like mvsa (got {args.like!r})")
-        path = write_raw_mvsa(args.out, n=args.n or 300, seed=args.seed)
+        path = write_raw_mvsa(args.out, n=args.n or 300, seed=args.seed, version=args.version, knobs=_synth_knobs(args))
         print(f"wrote {path} ({time.perf_counter() - start:.1f}s)")
         return 0
     path = write_synthetic(args.like, args.out, n=args.n, seed=args.seed, version=args.version, knobs=_synth_knobs(args))
