@@ -179,3 +179,11 @@ def test_raw_posts_v1_unchanged_and_v2_degrades_only_the_recorded_posts(tmp_path
         hit = degraded.get(str(i), [None])[0]
         assert changed == {".txt": hit == "text", ".jpg": hit == "image"}
     assert (v1 / "labelResultAll.txt").read_bytes() == (v2 / "labelResultAll.txt").read_bytes()
+
+
+def test_every_knob_value_enters_the_in_memory_hash():
+    default = synthesize("mosi", n=40, seed=1)
+    assert default.source_hash != synthesize("mosi", n=40, seed=1, knobs=Knobs(interaction=0.5)).source_hash
+    assert default.source_hash == synthesize("mosi", n=40, seed=1, knobs=Knobs()).source_hash
+    v1 = synthesize("mosi", n=40, seed=1, version=1)
+    assert v1.source_hash == hashlib.sha256(b"synthetic:mosi:n=40:seed=1").hexdigest()  # as before v2

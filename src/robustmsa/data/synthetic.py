@@ -26,6 +26,7 @@ one child stream fixes the "world" (projections, offsets), another draws the sam
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -106,7 +107,10 @@ def synthesize(
         dataset = parse_mmsa(_mmsa_dict(world), source=source, name=f"synthetic_{like}")
     else:
         dataset = _imagetext_dataset(world, name=f"synthetic_{like}", source=source)
-    dataset.source_hash = hashlib.sha256(source.encode()).hexdigest()
+    # v2: every knob value enters the hash (the name shows only changed ones), so a new default
+    # never reuses results cached for the old one
+    recipe = source if version == 1 else f"{source}|{json.dumps(asdict(knobs or Knobs()), sort_keys=True)}"
+    dataset.source_hash = hashlib.sha256(recipe.encode()).hexdigest()
     return dataset
 
 
