@@ -197,18 +197,48 @@ class _World:
     events: dict[str, np.ndarray] = field(default_factory=dict)  # version 2: (N, L) cue frames, not written
 
 
-def _generate(like: Like, n: int | None, seed: int) -> _World:
-    world_rng, sample_rng = np.random.default_rng(seed).spawn(2)
-    sizes = split_sizes(like.sizes, n)
-    total = sum(sizes)
-    split_of = np.repeat(np.arange(3), sizes)
-    names = [m for m, _, _ in like.modalities]
+@dataclass
+class _Factors:
+    """The first draws of both versions, in this order: per-sample sentiment factors, videos,
+    clip durations (the order is part of version 1's bytes)."""
 
-    shared = sample_rng.standard_normal(total)
-    specific = {m: sample_rng.standard_normal(total) for m in names}
-    score = (shared + SPECIFIC_WEIGHT * sum(specific.values())) / np.sqrt(1 + len(names) * SPECIFIC_WEIGHT**2)
+    world_rng: np.random.Generator  # projections, offsets, scales
+    sample_rng: np.random.Generator  # everything per sample
+    split_of: np.ndarray
+    names: list[str]
+    shared: np.ndarray
+    specific: dict[str, np.ndarray]
+    video: np.ndarray
+    duration: np.ndarray
+
+
+def _factors(like: Like, n: int | None, seed: int) -> _Factors:
+    world_rng, sample_rng = np.random.default_rng(seed).spawn(2)
+    split_of = np.repeat(np.arange(3), split_sizes(like.sizes, n))
+    names = [m for m, _, _ in like.modalities]
+    shared = sample_rng.standard_normal(len(split_of))
+    specific = {m: sample_rng.standard_normal(len(split_of)) for m in names}
     video = _videos(sample_rng, split_of)
-    duration = np.clip(sample_rng.lognormal(np.log(0.28), 0.5, total), 0.02, 1.0)
+    duration = np.clip(sample_rng.lognormal(np.log(0.28), 0.5, len(split_of)), 0.02, 1.0)
+    return _Factors(world_rng, sample_rng, split_of, names, shared, specific, video, duration)
+
+
+def _annotate(f: _Factors, like: Like, score: np.ndarray, seen_shared: dict, lengths: dict) -> dict:
+    """The last draws of both versions: labels, ids, BERT tokens, transcripts (`_World` fields)."""
+    rng = f.sample_rng
+    labels, unimodal = _labels(rng, like.label, score, seen_shared, f.specific)
+    ids = _ids(rng, like, f.video, f.split_of)
+    text_tokens = _text_tokens(rng, lengths["text"], like.modalities[0][1]) if like.layout == "mmsa" else None
+    word_counts = lengths["text"] - 2 if like.layout == "mmsa" else rng.integers(5, 20, len(score))
+    return {"labels": labels, "unimodal_labels": unimodal, "ids": ids, "text_tokens": text_tokens,
+            "raw_text": _sentences(rng, score, word_counts)}
+
+
+def _generate(like: Like, n: int | None, seed: int) -> _World:
+    f = _factors(like, n, seed)
+    world_rng, sample_rng, names, shared, specific = f.world_rng, f.sample_rng, f.names, f.shared, f.specific
+    score = (shared + SPECIFIC_WEIGHT * sum(specific.values())) / np.sqrt(1 + len(names) * SPECIFIC_WEIGHT**2)
+    video, duration = f.video, f.duration
 
     features, lengths, seen_shared = {}, {}, {}
     for m, max_len, dim in like.modalities:
@@ -220,36 +250,24 @@ def _generate(like: Like, n: int | None, seed: int) -> _World:
         pattern = (latent @ projection).astype(np.float32)
         features[m] = _frames(sample_rng, pattern, lengths[m], max_len, SIGNALS[m].frame_noise, offset, scale)
 
-    labels, unimodal = _labels(sample_rng, like.label, score, seen_shared, specific)
-    ids = _ids(sample_rng, like, video, split_of)
-    text_tokens = _text_tokens(sample_rng, lengths["text"], like.modalities[0][1]) if like.layout == "mmsa" else None
-    word_counts = lengths["text"] - 2 if like.layout == "mmsa" else sample_rng.integers(5, 20, total)
-    raw_text = _sentences(sample_rng, score, word_counts)
-    return _World(like, split_of, ids, score, labels, unimodal, features, lengths, text_tokens, raw_text)
+    return _World(like, f.split_of, score=score, features=features, lengths=lengths,
+                  **_annotate(f, like, score, seen_shared, lengths))
 
 
 def _generate_v2(like: Like, n: int | None, seed: int, knobs: Knobs) -> _World:
     """v1's world with localized cues, per-sample quality and a cross-modal label term
     (see `synthetic_v2`). Same two streams as v1: the world (projections) and the samples."""
-    world_rng, sample_rng = np.random.default_rng(seed).spawn(2)
-    sizes = split_sizes(like.sizes, n)
-    total = sum(sizes)
-    split_of = np.repeat(np.arange(3), sizes)
-    names = [m for m, _, _ in like.modalities]
-
-    shared = sample_rng.standard_normal(total)
-    specific = {m: sample_rng.standard_normal(total) for m in names}
-    score = v2.label_score(shared, specific, SPECIFIC_WEIGHT, knobs)
-    video = _videos(sample_rng, split_of)
-    duration = np.clip(sample_rng.lognormal(np.log(0.28), 0.5, total), 0.02, 1.0)
+    f = _factors(like, n, seed)
+    world_rng, sample_rng, names, total = f.world_rng, f.sample_rng, f.names, len(f.split_of)
+    score = v2.label_score(f.shared, f.specific, SPECIFIC_WEIGHT, knobs)
     centres = sample_rng.random((total, knobs.events))  # relative event times, shared by modalities
 
     gains = v2.quality(sample_rng, total, names, knobs)
     features, lengths, seen_shared, low_quality, events = {}, {}, {}, {}, {}
     for m, max_len, dim in like.modalities:
-        lengths[m] = _lengths(sample_rng, duration, max_len, minimum=3 if m == "text" else 4)
+        lengths[m] = _lengths(sample_rng, f.duration, max_len, minimum=3 if m == "text" else 4)
         nuisance_dims = min(SIGNALS[m].nuisance_dims, dim - 3)
-        latent, seen_shared[m] = _latent(sample_rng, SIGNALS[m], nuisance_dims, shared, specific[m], video)
+        latent, seen_shared[m] = _latent(sample_rng, SIGNALS[m], nuisance_dims, f.shared, f.specific[m], f.video)
         projection, offset, scale = _world_of(world_rng, m, 2 + nuisance_dims, dim)
         signal_gain, noise_gain = gains[m]
         low_quality[m] = int((signal_gain < 1).sum())
@@ -260,15 +278,12 @@ def _generate_v2(like: Like, n: int | None, seed: int, knobs: Knobs) -> _World:
         features[m] = v2.event_frames(sample_rng, signal, nuisance, lengths[m], events[m], noise, offset, scale,
                                       _CHUNK_ROWS)
 
-    labels, unimodal = _labels(sample_rng, like.label, score, seen_shared, specific)
-    ids = _ids(sample_rng, like, video, split_of)
-    text_tokens = _text_tokens(sample_rng, lengths["text"], like.modalities[0][1]) if like.layout == "mmsa" else None
-    word_counts = lengths["text"] - 2 if like.layout == "mmsa" else sample_rng.integers(5, 20, total)
-    raw_text = _sentences(sample_rng, score, word_counts)
+    annotations = _annotate(f, like, score, seen_shared, lengths)
     metadata = {"synthetic": {"version": 2, "seed": seed, "knobs": asdict(knobs),
                               "interaction_pair": list(v2.interaction_pair(names)),
                               "low_quality_samples": low_quality}}
-    return _World(like, split_of, ids, score, labels, unimodal, features, lengths, text_tokens, raw_text, metadata, events)
+    return _World(like, f.split_of, score=score, features=features, lengths=lengths, metadata=metadata, events=events,
+                  **annotations)
 
 
 def _videos(rng: np.random.Generator, split_of: np.ndarray) -> np.ndarray:
