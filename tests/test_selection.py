@@ -126,8 +126,17 @@ def test_epoch_order_draws_every_row_then_tops_up_with_replacement(dataset):
     assert sizes == [16, 16, 8]
 
 
-def test_tables_state_selection_and_budget():
+def test_tables_state_selection_and_budget(tmp_path):
+    from test_bench import rows_for, tiny_grid
+
+    from robustmsa.evaluation.report import bench_report
+
     run = run_config("late_fusion", "data.labeled_ratio=0.1")
     assert run.train.selection_rule() == "mean of complete validation and validation under modality:0.3"
     assert run.budget().startswith("equal")
     assert run_config("late_fusion").budget() == "full data"
+    rows = rows_for({"late_fusion": [[80, 70]], "mean_impute": [[81, 65]]}, ["0", "0.3"])
+    rows = rows.assign(selection=run.train.selection_rule(), budget=run.budget())
+    text, _ = bench_report(rows, tiny_grid(), tmp_path)
+    assert f"- checkpoint selected on: {run.train.selection_rule()}" in text
+    assert f"- optimizer steps per epoch: {run.budget()}" in text
