@@ -70,7 +70,9 @@ def test_knobs_are_recorded_in_the_file_and_name_the_source(tmp_path, like):
     assert made.source == f"synthetic:{like}:n=40:seed=1:v=2:events=3:low_quality=0.5"
     again = load_dataset(made.source)
     np.testing.assert_array_equal(again["train"].features["text"], made["train"].features["text"])
-    assert synthesize(like, n=40, seed=1, version=1).source == f"synthetic:{like}:n=40:seed=1"
+    v1 = synthesize(like, n=40, seed=1, version=1)
+    assert v1.source == f"synthetic:{like}:n=40:seed=1:v=1"
+    np.testing.assert_array_equal(load_dataset(v1.source)["test"].labels, v1["test"].labels)  # a checkpoint's data
 
 
 def test_bad_versions_and_knobs_are_one_line_errors():
@@ -185,5 +187,4 @@ def test_every_knob_value_enters_the_in_memory_hash():
     default = synthesize("mosi", n=40, seed=1)
     assert default.source_hash != synthesize("mosi", n=40, seed=1, knobs=Knobs(interaction=0.5)).source_hash
     assert default.source_hash == synthesize("mosi", n=40, seed=1, knobs=Knobs()).source_hash
-    v1 = synthesize("mosi", n=40, seed=1, version=1)
-    assert v1.source_hash == hashlib.sha256(b"synthetic:mosi:n=40:seed=1").hexdigest()  # as before v2
+    assert synthesize("mosi", n=40, seed=1, version=1).source_hash != default.source_hash

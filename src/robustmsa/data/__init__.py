@@ -96,7 +96,7 @@ def describe(dataset: Dataset) -> str:
     """A human summary for `robustmsa data info`: sizes, modalities, lengths, labels, hash.
 
     >>> print(describe(synthesize("mosi", n=60)).splitlines()[0])
-    dataset synthetic_mosi (synthetic:mosi:n=60:seed=0)
+    dataset synthetic_mosi (synthetic:mosi:n=60:seed=0:v=2)
     """
     spec = dataset.spec
     lines = [f"dataset {spec.name} ({dataset.source or 'in memory'})"]

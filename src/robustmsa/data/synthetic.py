@@ -115,13 +115,13 @@ def synthesize(
 
 
 def synthetic_source(like: str, n: int | None, seed: int, version: int, knobs: Knobs | None) -> str:
-    """The name `load_dataset` reads back. Version 1 keeps its old name (same data, same caches);
-    version 2 adds `:v=2` and every knob that differs from its default."""
-    source = f"synthetic:{like}:n={n if n is not None else 'full'}:seed={seed}"
+    """The name `load_dataset` reads back: the version always (a name without one means the
+    default, version 2), then every knob that differs from its default."""
+    source = f"synthetic:{like}:n={n if n is not None else 'full'}:seed={seed}:v={version}"
     if version == 1:
         return source
     changed = (knobs or Knobs()).changed()
-    return source + ":v=2" + "".join(f":{k}={v:g}" for k, v in changed.items())
+    return source + "".join(f":{k}={v:g}" for k, v in changed.items())
 
 
 def write_synthetic(
