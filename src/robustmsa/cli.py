@@ -38,7 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     probe = data.add_parser("probe", help="how much each modality carries: ridge / logistic probes on pooled "
                             "features (penalty chosen on valid), scored on test")
     probe.add_argument("path")
-    probe.add_argument("--mlp", action="store_true", help="also a one-hidden-layer MLP probe (early-stopped on valid)")
+    probe.add_argument("--mlp", action="store_true", help="also one-hidden-layer MLP probes (early-stopped on valid) on the pooled "
+                       "features and on each modality's top 12 principal components")
     probe.add_argument("--seed", type=int, default=0)
     synth = data.add_parser("synth", help="write synthetic data in a real format (MMSA pickle / image-text folder)")
     synth.add_argument("--like", required=True, choices=["mosi", "mosei", "sims", "mvsa"])
@@ -277,7 +278,7 @@ def _probe_dataset(args) -> int:
 
     dataset = load_dataset(args.path)
     family = dataset.spec.label.metric_family
-    table = probe_dataset(dataset, ("linear", "mlp") if args.mlp else ("linear",), seed=args.seed)
+    table = probe_dataset(dataset, ("linear", "mlp", "mlp_pca") if args.mlp else ("linear",), seed=args.seed)
     sizes = ", ".join(f"{name} {len(split)}" for name, split in dataset.splits.items())
     print(f"probe of {args.path} ({sizes}): pooled (masked mean) features, standardized with train statistics; "
           f"penalty{' / MLP epoch' if args.mlp else ''} chosen on valid {PRIMARY_METRIC[family][0]}; test metrics")
