@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from robustmsa.data import DataError, load_dataset, read_mmsa, synthesize, write_synthetic
+from robustmsa.data import DataError, load_dataset, synthesize, write_synthetic
 from robustmsa.data.io import file_sha256
 from robustmsa.data.synthetic import LIKES, _generate_version
 from robustmsa.data.synthetic_v2 import Knobs
