@@ -140,3 +140,24 @@ def test_tables_state_selection_and_budget(tmp_path):
     text, _ = bench_report(rows, tiny_grid(), tmp_path)
     assert f"- checkpoint selected on: {run.train.selection_rule()}" in text
     assert f"- optimizer steps per epoch: {run.budget()}" in text
+
+
+def test_bench_cache_keys_follow_the_defaults(monkeypatch):
+    """A row cached under other defaults (selection rule, budget, synthetic version) is not reused."""
+    from robustmsa import config
+    from robustmsa.bench import make_grid
+    from robustmsa.data import synthetic
+
+    def key():
+        return make_grid("demo", ["synthetic:mosi:n=60:seed=2"], ["late_fusion"], [0]).jobs()[0].key
+
+    before = key()
+    monkeypatch.setattr(synthetic, "DEFAULT_VERSION", 1)
+    assert key() != before
+    monkeypatch.undo()
+    assert key() == before
+    # train.select_on defaulting to "complete" (what TrainConfig() then holds)
+    defaults = config.TrainConfig.__init__.__defaults__
+    monkeypatch.setattr(config.TrainConfig.__init__, "__defaults__",
+                        tuple("complete" if d == "mixed" else d for d in defaults))
+    assert config.TrainConfig().select_on == "complete" and key() != before

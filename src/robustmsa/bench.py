@@ -45,8 +45,20 @@ class Job:
 
     @property
     def key(self) -> str:
-        payload = json.dumps([self.method, self.data, sorted(self.overrides), self.seed, list(self.protocols), self.split])
+        payload = json.dumps([self.method, self.data, sorted(self.overrides), self.seed, list(self.protocols), self.split,
+                              _defaults()])
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _defaults() -> list:
+    """What a job inherits without naming it: the training / data defaults (selection rule, budget)
+    and the default synthetic version. A cached row made under other defaults is not reused."""
+    from dataclasses import asdict
+
+    from robustmsa.config import DataConfig, TrainConfig
+    from robustmsa.data.synthetic import DEFAULT_VERSION
+
+    return [asdict(TrainConfig()), asdict(DataConfig()), DEFAULT_VERSION]
 
     def describe(self) -> str:
         return f"{self.method} {self.data} {self.variant or 'default'} seed {self.seed}"
