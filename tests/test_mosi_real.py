@@ -175,6 +175,16 @@ def test_bench_preset_needs_the_built_files_and_tables_each_kept_set(tmp_path: P
     assert protocols["data/mosi_real.pkl"][:9] == [*curve, "subset:l", "subset:a"]
     assert protocols["data/mosi_real_si_tav.pkl"][:13] == [*curve, "subset:l", "subset:a", "subset:v", "subset:l,a",
                                                            "subset:l,v", "subset:a,v"]
+    from robustmsa.features.textnoise import curve_protocols
+
+    for data in protocols:
+        assert protocols[data][-17:] == curve_protocols() and "textnoise:mix:0.5" in protocols[data]
+    # A dataset without transcripts gets the same tables without the textnoise columns.
+    from conftest import make_tiny_dataset
+    from robustmsa.data.mmsa import write_mmsa
+
+    features_only = str(write_mmsa(make_tiny_dataset(), tmp_path / "features_only.pkl"))
+    assert not any(p.startswith("textnoise") for p in make_grid("mosi-real", [features_only]).protocols)
     assert grid.metrics == {"mosi": ["acc2_non0", "f1_non0", "mae", "corr"]}
 
 
@@ -201,6 +211,9 @@ def test_trimodal_speaker_independent_build(tmp_path: Path, text_encoder):
     build = dataset.metadata["build"]
     assert (build["split"], build["modalities"], build["text_encoder"]) == (
         "speaker-independent", ["text", "audio", "vision"], "all-MiniLM-L6-v2")
+    from robustmsa.data import describe
+
+    assert "built   speaker-independent split, modalities text, audio, vision, text encoder all-MiniLM-L6-v2" in describe(dataset)
     # The text vectors came through the content cache: the standard build reuses them all.
     standard = build_mosi_real(source, tmp_path / "ta.pkl", text_encoder, progress=False, cache_dir=tmp_path / "cache")
     assert _build_key(source, text_encoder.fingerprint, "sentence", 50, ("text", "audio", "vision"),

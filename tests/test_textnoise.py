@@ -153,3 +153,19 @@ def test_eval_cli_accepts_textnoise_and_refuses_data_without_raw_text(tiny_real_
     features_only = write_mmsa(tiny_dataset, tmp_path / "tiny.pkl")
     with pytest.raises(ValueError, match="records no raw text and text encoder"):
         split_tensors(load_dataset(features_only), "test", Protocol.parse("textnoise:drop:0.2"), 0)
+
+
+def test_token_level_dataset_is_reencoded_as_tokens(tmp_path: Path, text_encoder, monkeypatch):
+    from conftest import write_mosi_source
+    from robustmsa.data.mosi_real import build_mosi_real
+
+    source = write_mosi_source(tmp_path / "src", sizes=(4, 2, 3))
+    dataset = load_dataset(build_mosi_real(source, tmp_path / "tok.pkl", text_encoder, text_level="token",
+                                           max_tokens=10, progress=False, cache_dir=None).path)
+    monkeypatch.setitem(textnoise._ENCODERS, text_encoder.fingerprint, text_encoder)
+    split = textnoise_split(dataset, "test", "textnoise:drop:0.6", seed=0, cache_dir=None)
+    texts = noisy_texts([t.lower() for t in dataset["test"].raw_text], dataset["test"].ids, "drop:0.6", 0, "")
+    features, lengths = text_encoder.encode_tokens(texts, max_tokens=10, progress=False)
+    assert split.lengths["text"].tolist() == lengths.tolist()
+    assert (lengths < dataset["test"].lengths["text"]).all()  # fewer words, fewer word pieces
+    np.testing.assert_allclose(split.features["text"], features, atol=1e-5)

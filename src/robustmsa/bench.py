@@ -112,13 +112,18 @@ MOSI_REAL_BUILDS = {  # default dataset path -> the command that builds it
 }
 
 
-def _mosi_real_protocols(modalities: tuple[str, ...]) -> list[str]:
-    """Complete, the modality curve to 0.5, every incomplete kept set of this dataset, and real
-    low-quality text: each textnoise kind at rates 0.2..0.8, then the random mix."""
-    from robustmsa.features.textnoise import curve_protocols
+def _mosi_real_protocols(dataset) -> list[str]:
+    """Complete, the modality curve to 0.5, every incomplete kept set of this dataset, and (for a
+    dataset built from raw text) real low-quality text: each textnoise kind at 0.2..0.8, the mix."""
+    from robustmsa.features.textnoise import curve_protocols, text_info
 
-    return ["none", *[f"modality:{r}" for r in MODALITY_RATES[:6]], *_subset_protocols(modalities)[:-1],
-            *curve_protocols()]
+    try:
+        text_info(dataset)
+        textnoise = curve_protocols()
+    except ValueError:  # features without transcripts (e.g. --data of another kind): no textnoise columns
+        textnoise = []
+    return ["none", *[f"modality:{r}" for r in MODALITY_RATES[:6]],
+            *_subset_protocols(dataset.spec.modality_names)[:-1], *textnoise]
 
 
 PRESETS = {
@@ -209,11 +214,10 @@ def make_grid(preset: str, data: list[str] | None = None, methods: list[str] | N
     datasets = data or spec["datasets"]
     missing = [d for d in datasets if spec.get("build") and not d.startswith("synthetic:") and not Path(d).exists()]
     if missing:
-        builds = spec["build"] if isinstance(spec["build"], dict) else {}
-        command = builds.get(missing[0], spec["build"] if isinstance(spec["build"], str) else next(iter(builds.values())))
+        command = spec["build"].get(missing[0], " / ".join(spec["build"].values()))
         raise ValueError(f"bench {preset}: dataset {missing[0]} not found; build it first: {command}"
                          + ("" if data else " (or pass --data PATH)"))
-    per_dataset = {d: spec["protocols_for"](_modalities_of(d)) for d in datasets} if spec.get("protocols_for") else {}
+    per_dataset = {d: spec["protocols_for"](_load(d)) for d in datasets} if spec.get("protocols_for") else {}
     protocols = spec["protocols"] or per_dataset.get(datasets[0]) or _disrupt_protocols(list(_modalities_of(datasets[0])))
     return Grid(
         name=preset, methods=[m for m in wanted if m in available], datasets=datasets, protocols=protocols,

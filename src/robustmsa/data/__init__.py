@@ -102,6 +102,10 @@ def describe(dataset: Dataset) -> str:
     lines = [f"dataset {spec.name} ({dataset.source or 'in memory'})"]
     lines.append(f"sha256  {dataset.source_hash or '-'}")
     lines.append("splits  " + ", ".join(f"{name} {len(split)}" for name, split in dataset.splits.items()))
+    build = dataset.metadata.get("build", {})
+    if "split" in build:  # a real build (data build mosi-real) says how it was made
+        lines.append(f"built   {build['split']} split, modalities {', '.join(build['modalities'])}, "
+                     f"text encoder {build.get('text_encoder') or '-'}")
     lines.append("")
     lines.append(f"{'modality':<10}{'dim':>6}{'max_len':>9}   length min / mean / max")
     for m in spec.modalities:

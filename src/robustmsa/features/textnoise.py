@@ -173,8 +173,9 @@ def noisy_texts(texts: list[str], ids: list[str], param: str, seed: int, mask_to
 def text_info(dataset: Dataset) -> dict:
     """metadata.features.text of a dataset built from raw text; a one-line error otherwise."""
     info = dataset.metadata.get("features", {}).get("text", {})
-    has_text = "text" in dataset.spec.modality_names and all(s.raw_text for s in dataset.splits.values())
-    if info.get("kind") != "text-encoder" or not has_text or not any(dataset[s].raw_text[0] for s in dataset.splits):
+    raw = [s.raw_text for s in dataset.splits.values()]
+    has_text = "text" in dataset.spec.modality_names and all(raw) and any(any(texts) for texts in raw)
+    if info.get("kind") != "text-encoder" or not has_text:
         raise ValueError(f"protocol textnoise: {dataset.source or dataset.spec.name} records no raw text and text "
                          "encoder (it needs a dataset built from raw text, e.g. robustmsa data build mosi-real)")
     return info
@@ -209,6 +210,9 @@ class _RecordedEncoder(SentenceLayout):
     def encode(self, texts, batch_size: int = 64, progress: bool = False) -> np.ndarray:
         return recorded_encoder(self.info).encode(texts, batch_size=batch_size, progress=progress)
 
+    def encode_tokens(self, texts, max_tokens: int = 50, batch_size: int = 64, progress: bool = False):
+        return recorded_encoder(self.info).encode_tokens(texts, max_tokens, batch_size, progress)
+
 
 def textnoise_split(dataset: Dataset, split: str, protocol: Protocol | str, seed: int,
                     cache_dir: str | os.PathLike | None = "default") -> Split:
@@ -225,12 +229,8 @@ def textnoise_split(dataset: Dataset, split: str, protocol: Protocol | str, seed
     texts = noisy_texts(texts, data.ids, str(protocol.param), seed,
                         recorded.mask_token if str(protocol.param).startswith(("mask", TEXTNOISE_MIX)) else "")
     spec = dataset.spec.modality("text")
-    if info.get("level", "sentence") == "sentence":
-        cache = FeatureCache(default_cache_dir() if cache_dir == "default" else cache_dir, recorded.fingerprint)
-        features = recorded.encode_cached(texts, cache, progress=False)[:, None, :]
-        lengths = np.ones(len(texts), np.int64)
-    else:
-        features, lengths = recorded_encoder(info).sequences(texts, "token", spec.max_len, progress=False)
+    cache = FeatureCache(default_cache_dir() if cache_dir == "default" else cache_dir, recorded.fingerprint)
+    features, lengths = recorded.sequences(texts, info.get("level", "sentence"), spec.max_len, False, cache)
     if features.shape[1:] != (spec.max_len, spec.dim):
         raise ValueError(f"protocol textnoise: the recorded encoder gives {features.shape[1:]} text features, "
                          f"the dataset holds {(spec.max_len, spec.dim)}")
