@@ -69,3 +69,17 @@ def test_classification_probe_and_cli(tmp_path, capsys):
     assert "| probe | features | dim | acc2_non0 | f1_non0 | mae | corr | reg | valid mae |" in out
     assert out.count("| linear |") == 4  # three modalities and all together
     assert main(["data", "probe", str(tmp_path / "nope.pkl")]) == 2
+
+
+def test_mlp_pca_probe_sees_each_modalitys_leading_components():
+    from robustmsa.evaluation.probe import principal_components
+
+    rng = np.random.default_rng(0)
+    latent = rng.normal(size=400)
+    x = latent[:, None] * rng.normal(size=300)[None, :] + rng.normal(size=(400, 300))
+    first, = principal_components(x, k=1)
+    assert abs(np.corrcoef(first[:, 0], latent)[0, 1]) > 0.95  # the planted direction, out of 300 noisy dims
+    dataset = make_tiny_dataset(n=60, modalities=TINY_MODALITIES[:2])
+    table = probe_dataset(dataset, ("mlp_pca",))
+    assert table["dim"].tolist() == [8, 4, 12]  # min(12, dim) per modality, then all of them
+    assert (table["acc2_non0"] > 70).all(), table

@@ -51,11 +51,23 @@ class Job:
         """Names the stored rows. The data enters by content, not path: data re-synthesized to the
         same path is new data, and a copy of the same file elsewhere is the same job."""
         content = self.data_hash or data_hash(self.data)
-        payload = json.dumps([self.method, content, sorted(self.overrides), self.seed, list(self.protocols), self.split])
+        payload = json.dumps([self.method, content, sorted(self.overrides), self.seed, list(self.protocols), self.split,
+                              _defaults()])
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     def describe(self) -> str:
         return f"{self.method} {self.data} {self.variant or 'default'} seed {self.seed}"
+
+
+def _defaults() -> list:
+    """What a job inherits without naming it: the training / data defaults (selection rule, budget)
+    and the default synthetic version. A cached row made under other defaults is not reused."""
+    from dataclasses import asdict
+
+    from robustmsa.config import DataConfig, TrainConfig
+    from robustmsa.data.synthetic import DEFAULT_VERSION
+
+    return [asdict(TrainConfig()), asdict(DataConfig()), DEFAULT_VERSION]
 
 
 @dataclass
@@ -287,6 +299,7 @@ def run_job(job: Job, out: str, threads: int = 0) -> list[dict]:
         "config_hash": run.hash(dataset.source_hash), "trained": not result.skipped,
         "train_seconds": round(result.seconds, 2), "job": job.key,
         "collapsed": result.collapse_reason,  # '' = healthy (training/collapse.py)
+        "selection": run.train.selection_rule(), "budget": run.budget(),
         # Float reductions depend on the thread count: transformer methods trained with 1 and 2
         # threads differ (same seed). Recorded so a table says which it used.
         "torch_threads": torch.get_num_threads(),

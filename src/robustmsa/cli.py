@@ -38,7 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     probe = data.add_parser("probe", help="how much each modality carries: ridge / logistic probes on pooled "
                             "features (penalty chosen on valid), scored on test")
     probe.add_argument("path", help="MMSA pickle or image-text folder")
-    probe.add_argument("--mlp", action="store_true", help="also a one-hidden-layer MLP probe (early-stopped on valid)")
+    probe.add_argument("--mlp", action="store_true", help="also one-hidden-layer MLP probes (early-stopped on valid) on the pooled "
+                       "features and on each modality's top 12 principal components")
     probe.add_argument("--seed", type=int, default=0, help="seed of the MLP probe (default 0)")
     synth = data.add_parser("synth", help="write synthetic data in a real format (MMSA pickle / image-text folder)")
     synth.add_argument("--like", required=True, choices=["mosi", "mosei", "sims", "mvsa"],
@@ -48,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     synth.add_argument("--seed", type=int, default=0, help="random seed of the synthetic data (default 0)")
     synth.add_argument("--raw", action="store_true", help="mvsa only: a raw MVSA-Single folder (JPEG images, "
                        "texts, labelResultAll.txt; --n default 300) for `robustmsa features`")
+    _add_synth_knobs(synth)
 
     features = sub.add_parser("features", help="compute features from raw inputs (image-text posts, WAV audio)")
     features_sub = features.add_subparsers(dest="features_command", required=True)
@@ -273,6 +275,27 @@ def first_sentence(doc: str) -> str:
     return paragraph
 
 
+def _add_synth_knobs(synth) -> None:
+    """`--version` and one `--<knob> value` per version-2 knob (default: the knob's default)."""
+    import dataclasses
+
+    from robustmsa.data.synthetic import DEFAULT_VERSION, VERSIONS
+    from robustmsa.data.synthetic_v2 import Knobs
+
+    synth.add_argument("--version", type=int, default=DEFAULT_VERSION, choices=VERSIONS,
+                       help="2: localized cues, per-sample quality, cross-modal label term (default); 1: the first generator")
+    for knob in dataclasses.fields(Knobs):
+        synth.add_argument(f"--{knob.name.replace('_', '-')}", dest=f"knob_{knob.name}", default=None, metavar="V",
+                           help=f"version 2 knob (default {knob.default})")
+
+
+def _synth_knobs(args):
+    from robustmsa.data.synthetic_v2 import Knobs
+
+    given = {k.removeprefix("knob_"): v for k, v in vars(args).items() if k.startswith("knob_") and v is not None}
+    return Knobs.from_strings(given) if given else None
+
+
 def cmd_data(args) -> int:
     from robustmsa.data import describe, load_dataset
     from robustmsa.data.synthetic import write_synthetic
@@ -290,10 +313,10 @@ def cmd_data(args) -> int:
 
         if args.like != "mvsa":
             raise ValueError(f"--raw writes MVSA-layout posts; use --like mvsa (got {args.like!r})")
-        path = write_raw_mvsa(args.out, n=args.n or 300, seed=args.seed)
+        path = write_raw_mvsa(args.out, n=args.n or 300, seed=args.seed, version=args.version, knobs=_synth_knobs(args))
         print(f"wrote {path} ({time.perf_counter() - start:.1f}s)")
         return 0
-    path = write_synthetic(args.like, args.out, n=args.n, seed=args.seed)
+    path = write_synthetic(args.like, args.out, n=args.n, seed=args.seed, version=args.version, knobs=_synth_knobs(args))
     print(f"wrote {path} ({time.perf_counter() - start:.1f}s)")
     return 0
 
@@ -327,7 +350,7 @@ def _probe_dataset(args) -> int:
 
     dataset = load_dataset(args.path)
     family = dataset.spec.label.metric_family
-    table = probe_dataset(dataset, ("linear", "mlp") if args.mlp else ("linear",), seed=args.seed)
+    table = probe_dataset(dataset, ("linear", "mlp", "mlp_pca") if args.mlp else ("linear",), seed=args.seed)
     sizes = ", ".join(f"{name} {len(split)}" for name, split in dataset.splits.items())
     print(f"probe of {args.path} ({sizes}): pooled (masked mean) features, standardized with train statistics; "
           f"penalty{' / MLP epoch' if args.mlp else ''} chosen on valid {PRIMARY_METRIC[family][0]}; test metrics")

@@ -24,10 +24,10 @@ from robustmsa.config import RunConfig
 from robustmsa.data.batch import SplitTensors
 from robustmsa.data.schema import Dataset
 from robustmsa.data.standardize import FeatureStats, fit_feature_stats
-from robustmsa.evaluation.evaluate import predict_tensors, split_tensors
-from robustmsa.evaluation.metrics import METRICS_VERSION, PRIMARY_METRIC, compute_metrics
+from robustmsa.evaluation.evaluate import predict_tensors
+from robustmsa.evaluation.metrics import METRICS_VERSION
 from robustmsa.methods.base import Method, Phase, create_method
-from robustmsa.missing import Protocol, labeled_mask
+from robustmsa.missing import labeled_mask
 from robustmsa.training.checkpoint import (
     load_weights,
     optimizer_from_flat,
@@ -38,6 +38,7 @@ from robustmsa.training.checkpoint import (
 )
 from robustmsa.training.collapse import collapse_reason
 from robustmsa.training.lock import claim_folder
+from robustmsa.training.selection import Selection
 
 
 @dataclass
@@ -112,7 +113,7 @@ class Trainer:
         train_labeled = train_all if labeled.all() else SplitTensors(
             dataset["train"].subset(np.flatnonzero(labeled)), dataset.spec, stats=stats
         )
-        valid = split_tensors(dataset, "valid", Protocol.parse(run.train.valid_protocol), seed, stats)
+        valid = Selection.build(dataset, run.train, seed, stats)
         method.prepare(train_labeled)
         model = fabric.setup_module(method)
         if hasattr(model, "mark_forward_method"):
@@ -126,7 +127,8 @@ class Trainer:
         while progress.phase_index < len(phases):
             phase = phases[progress.phase_index]
             data = train_all if phase.uses_unlabeled else train_labeled
-            epochs_run += self._run_phase(fabric, model, method, phase, run, data, valid, folder, seed, progress)
+            rows = epoch_rows(run, len(data), len(train_all))
+            epochs_run += self._run_phase(fabric, model, method, phase, run, data, rows, valid, folder, seed, progress)
             progress = dataclasses.replace(progress, phase_index=progress.phase_index + 1, epoch=0, best_score=None, bad_epochs=0)
             self._write_progress(folder, progress, method)
         reason = self._check_collapse(folder, method, valid, run)
@@ -138,8 +140,8 @@ class Trainer:
                          collapse_reason=reason)
 
     # --- one phase ----------------------------------------------------------------------
-    def _run_phase(self, fabric, model, method: Method, phase: Phase, run: RunConfig, data: SplitTensors,
-                   valid: SplitTensors, folder: Path, seed: int, progress: _Progress) -> int:
+    def _run_phase(self, fabric, model, method: Method, phase: Phase, run: RunConfig, data: SplitTensors, rows: int,
+                   valid: Selection, folder: Path, seed: int, progress: _Progress) -> int:
         cfg = run.train
         lr = phase.lr or cfg.lr
         epochs = phase.epochs or cfg.epochs
@@ -147,23 +149,21 @@ class Trainer:
         if progress.epoch > 0:  # resumed within this phase: its optimizer moments travel too
             self._restore_optimizer(folder, optimizer)
         optimizer = fabric.setup_optimizers(optimizer)
-        family = method.spec.label.metric_family
-        metric_name, direction = PRIMARY_METRIC[family]
         ran = 0
         for epoch in range(progress.epoch, epochs):
             if phase.select and progress.bad_epochs >= cfg.patience:  # (also when resumed right there)
                 break
-            terms = self._train_epoch(fabric, model, method, optimizer, data, cfg, seed, progress.phase_index, epoch, phase.name)
+            terms = self._train_epoch(fabric, model, method, optimizer, data, rows, cfg, seed, progress.phase_index, epoch,
+                                      phase.name)
             record = {"phase": phase.name, "epoch": epoch + 1, "lr": lr, "train": terms}
             ran += 1
             if phase.select:
-                pred = predict_tensors(method, valid, cfg.eval_batch_size, fabric.device)
-                metrics = compute_metrics(family, pred, valid.labels.numpy())
-                score = metrics[metric_name] if direction == "max" else -metrics[metric_name]
-                record["valid"] = metrics
+                score, selected = valid.score(method, cfg.eval_batch_size, fabric.device)
+                selected["selection"]["masks_sha256"] = valid.masks_sha256()
+                record.update(selected)
                 if progress.best_score is None or score > progress.best_score + 1e-9:
                     progress.best_score, progress.bad_epochs = score, 0
-                    self._save_best(folder, method, metrics, phase.name, epoch + 1)
+                    self._save_best(folder, method, selected["valid"], phase.name, epoch + 1, selected["selection"])
                 else:
                     progress.bad_epochs += 1
             else:
@@ -175,14 +175,15 @@ class Trainer:
             method.load_state_dict(load_weights(folder / "model.safetensors"))
         return ran
 
-    def _train_epoch(self, fabric, model, method, optimizer, data, cfg, seed, phase_index, epoch, phase_name) -> dict[str, float]:
+    def _train_epoch(self, fabric, model, method, optimizer, data, rows, cfg, seed, phase_index, epoch,
+                     phase_name) -> dict[str, float]:
         model.train()
         shuffle = torch.Generator().manual_seed(hash_seed(seed, phase_index, epoch))
         sums: dict[str, float] = {}
         steps = 0
         bar = tqdm(
-            data.batches(cfg.batch_size, generator=shuffle),
-            total=math.ceil(len(data) / cfg.batch_size),
+            data.batches(cfg.batch_size, generator=shuffle, rows=rows),
+            total=math.ceil(rows / cfg.batch_size),
             desc=f"{method.name} {phase_name} {epoch + 1}",
             leave=False,
             disable=None if self.verbose else True,
@@ -221,9 +222,11 @@ class Trainer:
             "robustmsa_version": __version__,
         })
 
-    def _save_best(self, folder: Path, method: Method, metrics: dict, phase: str, epoch: int) -> None:
+    def _save_best(self, folder: Path, method: Method, metrics: dict, phase: str, epoch: int,
+                   selection: dict | None = None) -> None:
         save_weights(folder / "model.safetensors", method.state_dict())
-        write_json(folder / "metrics.json", {"valid": metrics, "phase": phase, "epoch": epoch})
+        extra = {"selection": selection} if selection else {}
+        write_json(folder / "metrics.json", {"valid": metrics, "phase": phase, "epoch": epoch, **extra})
 
     def _write_progress(self, folder: Path, progress: _Progress, method: Method, optimizer=None) -> None:
         tensors = {f"model.{k}": v for k, v in method.state_dict().items()}
@@ -254,10 +257,12 @@ class Trainer:
             optimizer.load_state_dict(optimizer_from_flat(load_weights(folder / "last.safetensors"), meta))
 
     # --- collapse ------------------------------------------------------------------------
-    def _check_collapse(self, folder: Path, method: Method, valid: SplitTensors, run: RunConfig) -> str:
+    def _check_collapse(self, folder: Path, method: Method, selection: Selection, run: RunConfig) -> str:
         """Flag a selected model that looks collapsed: a one-line warning, and `collapsed` +
-        `collapse_reason` in metrics.json (the bench report lists them)."""
+        `collapse_reason` in metrics.json (the bench report lists them). Judged on the complete
+        validation copy where the run selects on one."""
         saved = read_json(folder / "metrics.json")
+        valid = selection.splits.get("complete") or next(iter(selection.splits.values()))
         pred = predict_tensors(method, valid, run.train.eval_batch_size, next(method.parameters()).device)
         reason = collapse_reason(method.spec.label, pred, valid.labels.numpy(), saved["epoch"],
                                  _epochs_logged(folder, saved["phase"]), _is_selecting(method, saved["phase"]))
@@ -300,9 +305,17 @@ def _epochs_logged(folder: Path, phase: str) -> int:
 
 def _is_selecting(method: Method, phase: str) -> bool:
     return any(p.name == phase and p.select for p in method.phases())
+
+
 def _absolute(source: str) -> str:
     """A data path made absolute; a `synthetic:` spec (no such path) as it is."""
     return str(Path(source).resolve()) if source and Path(source).exists() else source
+
+
+def epoch_rows(run: RunConfig, rows: int, full_rows: int) -> int:
+    """Rows drawn per epoch: a phase on the labeled rows alone is topped up (with replacement) to
+    a full-data epoch under `train.equal_budget`; otherwise each row once."""
+    return full_rows if run.train.equal_budget else rows
 
 
 def hash_seed(*parts: int) -> int:
