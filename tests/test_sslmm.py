@@ -18,6 +18,7 @@ from robustmsa.methods.base import create_method, method_class
 from robustmsa.missing import label_strata, labeled_mask
 from robustmsa.nn.graph import AttentionReadout, GraphMessagePassing, MessageStep, relation_mask, step_kinds
 from robustmsa.training.checkpoint import load_checkpoint, load_weights
+from robustmsa.training.streams import PairedStreams, paired_batches, stream_order
 from robustmsa.training.trainer import Trainer
 
 GROUPS = torch.tensor([0, 0, 1, 1, 2, 2])  # three modalities, two segment nodes each
@@ -119,11 +120,15 @@ def test_message_modes_and_bad_mode():
 
 
 def test_labeled_split_is_exact_stratified_and_seeded(dataset, tmp_path, monkeypatch):
-    """The trainer gives SSLMM every training sample with the seeded, stratified labeled flags,
+    """The trainer gives SSLMM's pre-training every training sample with the seeded, stratified
+    labeled flags, its fine-tuning paired streams (the labeled rows; every row, labels hidden),
     and a supervised method only the labeled part."""
     seen: dict[str, list] = {}
     def spy(self, fabric, model, method, optimizer, data, *args, **kwargs):
-        seen.setdefault(method.name, []).append(data.labeled.numpy().copy() if len(data) == 96 else len(data))
+        if isinstance(data, PairedStreams):
+            seen.setdefault(method.name, []).append(data)
+        else:
+            seen.setdefault(method.name, []).append(data.labeled.numpy().copy() if len(data) == 96 else len(data))
         return {}  # only what each phase is given matters here
 
     monkeypatch.setattr(Trainer, "_train_epoch", spy)
@@ -134,8 +139,11 @@ def test_labeled_split_is_exact_stratified_and_seeded(dataset, tmp_path, monkeyp
 
     labels = dataset["train"].labels
     expected = labeled_mask(labels, 0.5, seed=3, family="mosi")
-    assert len(seen["sslmm"]) == 3  # pretrain epochs 1-2, then fine-tuning: all on all 96 samples
-    assert all((flags == expected).all() for flags in seen["sslmm"])
+    *pretrain, paired = seen["sslmm"]
+    assert len(pretrain) == 2 and all((flags == expected).all() for flags in pretrain)  # all 96 samples
+    assert paired.k == 1 and len(paired.labeled) == 48 and bool(paired.labeled.labeled.all())
+    torch.testing.assert_close(paired.labeled.labels, torch.from_numpy(labels[expected]).float())
+    assert len(paired.unlabeled) == 96 and not bool(paired.unlabeled.labeled.any())
     assert seen["late_fusion"] == [48]
     assert expected.sum() == 48
     strata = label_strata(labels, "mosi")
@@ -168,8 +176,63 @@ def test_phases_follow_the_ablation_switches(dataset):
     full = create_method("sslmm", spec).phases()
     assert [(p.name, p.select, p.uses_unlabeled) for p in full] == [("pretrain", False, True), ("finetune", True, True)]
     assert [p.name for p in create_method("sslmm", spec, use_pretrain=False).phases()] == ["finetune"]
+    assert full[-1].unlabeled_k == 1 and create_method("sslmm", spec, unlabeled_k=3).phases()[-1].unlabeled_k == 3
     supervised = create_method("sslmm", spec, use_consistency=False, use_recon=False).phases()[-1]
-    assert not supervised.uses_unlabeled
+    assert not supervised.uses_unlabeled and supervised.unlabeled_k == 0
+
+
+# ------------------------------------------------------------------- paired streams
+
+
+def test_paired_streams_pass_the_unlabeled_rows_once_and_redraw_few_labels(dataset):
+    every = SplitTensors(dataset["train"], dataset.spec)
+    few = SplitTensors(dataset["train"].subset(np.arange(10)), dataset.spec)
+    streams = PairedStreams(few, every, k=3)
+    pairs = list(streams.batches(8, torch.Generator().manual_seed(0)))
+    assert len(pairs) == streams.steps(8) == 4  # ceil(96 / (3 * 8)): one pass over the unlabeled stream
+    assert all(lab.size == 8 and not bool(unl.labeled.any()) for lab, unl in pairs)
+    assert [unl.size for _, unl in pairs] == [24, 24, 24, 24]
+    seen_unlabeled = torch.cat([unl.index for _, unl in pairs])
+    assert sorted(seen_unlabeled.tolist()) == list(range(96))  # each row once
+    drawn = torch.cat([lab.index for lab, _ in pairs])
+    assert set(drawn.tolist()) == set(range(10)) and len(drawn) == 32  # all 10 labels, topped up by redraws
+    again = list(streams.batches(8, torch.Generator().manual_seed(0)))
+    assert all(torch.equal(a.index, b.index) and torch.equal(c.index, d.index) for (a, c), (b, d) in zip(pairs, again))
+    assert sorted(stream_order(10, 4, torch.Generator().manual_seed(0)).tolist()).__len__() == 4
+    assert len(set(stream_order(10, 4, torch.Generator().manual_seed(0)).tolist())) == 4  # no repeats when enough
+    with pytest.raises(ValueError, match="unlabeled_ratio_k"):
+        next(paired_batches(few, every, 8, 0, torch.Generator()))
+
+
+def test_paired_loss_uses_the_unlabeled_batch_but_never_its_labels(dataset):
+    torch.manual_seed(0)
+    method = create_method("sslmm", dataset.spec, d=16, rampup_steps=0)
+    tensors = SplitTensors(dataset["train"], dataset.spec)
+    labeled, unlabeled = tensors.batch(slice(0, 8)), PairedStreams(tensors, tensors, 1).unlabeled.batch(slice(8, 40))
+    method.train()
+    torch.manual_seed(1)
+    losses = method.loss(labeled, "finetune", unlabeled=unlabeled)
+    assert all(float(losses[k].detach()) > 0 for k in ("task", "consistency", "feature", "recon"))
+    scrambled = type(unlabeled)(**{**unlabeled.__dict__, "labels": unlabeled.labels + 7})
+    torch.manual_seed(1)
+    again = method.loss(labeled, "finetune", unlabeled=scrambled)
+    assert all(torch.equal(losses[k], again[k]) for k in losses)
+
+
+def test_teacher_views_are_really_weak(dataset):
+    torch.manual_seed(0)
+    method = create_method("sslmm", dataset.spec, d=16)
+    tensors = SplitTensors(dataset["train"], dataset.spec)
+    features, node_mask = method.teacher.encode(tensors.batch(slice(None)))
+    noisy, mask = method.weak_view(features, node_mask)
+    groups = method.teacher.groups
+    for j in range(len(method.modalities)):  # never a whole modality
+        had = node_mask[:, groups == j].any(1)
+        assert bool(mask[:, groups == j].any(1)[had].all())
+    assert float(mask.sum()) >= 0.85 * float(node_mask.sum())  # ~5% of the nodes go on average
+    kept = mask.unsqueeze(-1).expand_as(features)
+    relative = (noisy - features)[kept].std() / features[kept].std()
+    assert 0.02 < float(relative) < 0.1  # small feature noise (weak_noise = 0.05)
 
 
 # ---------------------------------------------------------------------- pre-training
@@ -244,6 +307,18 @@ def test_teacher_is_saved_in_the_checkpoint_and_training_learns(dataset, tmp_pat
 
     log = [json.loads(line) for line in (result.path / "log.jsonl").read_text().splitlines()]
     assert [r["phase"] for r in log] == ["pretrain"] + ["finetune"] * 6 and "valid" not in log[0]
+    # student and teacher both scored at each validation; the better one is served and saved
+    for record in log[1:]:
+        scores = record["selection"]["served_scores"]
+        assert set(scores) == {"student", "teacher"}
+        assert scores[record["selection"]["served"]] == max(scores.values())
+    selection = json.loads((result.path / "metrics.json").read_text())["selection"]
+    assert bool(weights["serve_teacher"]) == (selection["served"] == "teacher")
+    assert bool(method.serve_teacher) == (selection["served"] == "teacher")
+    served = method.teacher if bool(method.serve_teacher) else method.student
+    batch = SplitTensors(dataset["valid"], dataset.spec).batch(slice(0, 8))
+    method.eval()
+    torch.testing.assert_close(method(batch).pred, served.run(*served.encode(batch)).pred)
     trained = evaluate(method, dataset, "valid")
     assert trained["mae"] < 0.6 * untrained["mae"]
     assert trained["acc2_non0"] > 80.0  # an untrained net can rank this planted signal by chance too

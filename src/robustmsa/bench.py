@@ -164,10 +164,12 @@ PRESETS = {
         variant_rows=True, metrics={"classification": ["acc", "f1"], "mosi": ["acc2_non0", "f1_non0"]},
     ),
     "sslmm-table": dict(
-        methods=["late_fusion", "mean_impute", "misa", "fsrf", "drf", "sslmm"], datasets=["synthetic:mosi", "synthetic:sims"],
+        # label-scarce: real MOSI (both builds) and synthetic v2; baselines get the equal budget
+        methods=["late_fusion", "mean_impute", "misa", "fsrf", "drf", "sslmm"],
+        datasets=[*MOSI_REAL_BUILDS, "synthetic:mosi", "synthetic:sims"],
         protocols=[f"modality:{r}" for r in ("0", "0.3", "0.5", "0.7")],
-        variants={f"labeled_ratio={r}": [f"data.labeled_ratio={r}"] for r in ("0.1", "0.3", "0.5", "1.0")},
-        metrics={"mosi": ["acc2_has0", "acc2_non0"], "sims": ["acc2"]},
+        variants={f"labeled_ratio={r}": [f"data.labeled_ratio={r}"] for r in ("0.05", "0.1", "0.3", "0.5", "1.0")},
+        metrics={"mosi": ["acc2_has0", "acc2_non0"], "sims": ["acc2"]}, build=MOSI_REAL_BUILDS,
     ),
     "sslmm-ablation": dict(  # one component removed per variant, at labeled ratio 0.5 and rate 0.5
         methods=["sslmm"], datasets=["synthetic:mosi", "synthetic:sims"],
@@ -182,7 +184,7 @@ PRESETS = {
     "sslmm-ratio-ablation": dict(  # does pre-training / unlabeled consistency help at each labeled ratio?
         methods=["sslmm"], datasets=["synthetic:mosi"], protocols=["modality:0", "modality:0.5"],
         variants={f"{ratio} {label}": [f"data.labeled_ratio={ratio}", *switch]
-                  for ratio in ("0.1", "0.3", "0.5", "1.0")
+                  for ratio in ("0.05", "0.1", "0.3", "0.5", "1.0")
                   for label, switch in (("full", []), ("w/o pre-training", ["method.use_pretrain=false"]),
                                         ("w/o unlabeled consistency", ["method.use_consistency=false"]))
                   if not (ratio == "1.0" and switch == ["method.use_consistency=false"])},  # 1.0: nothing unlabeled

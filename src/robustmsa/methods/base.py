@@ -24,13 +24,17 @@ class Phase:
     """One stage of training. `select=True`: early stopping and best-checkpoint selection on the
     validation split's primary metric; `select=False` (e.g. self-supervised pre-training): run all
     epochs and keep the last weights. `uses_unlabeled`: the phase sees unlabeled training samples
-    (supervised phases train on the labeled part only)."""
+    (supervised phases train on the labeled part only). `unlabeled_k` > 0: paired streams
+    (training/streams.py): each step `loss(labeled_batch, phase, unlabeled=batch)` gets a batch
+    of labeled rows and one of k times as many rows with labels hidden; an epoch is one pass over
+    the unlabeled stream (every training row)."""
 
     name: str = "train"
     epochs: int | None = None  # None: the training config's epochs
     lr: float | None = None  # None: the training config's lr
     select: bool = True
     uses_unlabeled: bool = False
+    unlabeled_k: int = 0
 
 
 @dataclass
@@ -69,6 +73,16 @@ class Method(nn.Module):
 
     def phases(self) -> list[Phase]:
         return [Phase("train")]
+
+    def serving_options(self) -> list[str]:
+        """Alternative predictors the trainer scores on validation at each selection (e.g. a
+        mean teacher next to its student); the best is served and saved with the weights.
+        Default: none, the method itself."""
+        return []
+
+    def serve(self, option: str) -> None:
+        """Predict with `option` (one of `serving_options()`) from now on."""
+        raise ValueError(f"{self.name}: no serving option {option!r}")
 
     def prepare(self, train: SplitTensors) -> None:
         """Called once before training with the (labeled) training tensors, e.g. to compute

@@ -12,12 +12,17 @@ The design of METHODS.md:
                 (whole modalities and random segments dropped): masked node modelling, i.e.
                 the dropped nodes' projected features are rebuilt from what the view's graph
                 holds, plus InfoNCE between the two views' read-outs.
-    fine-tune   semi-supervised. Task loss on the labeled samples (on the training-time missing
+    fine-tune   semi-supervised, on paired streams (training/streams.py): each step a labeled
+                batch and an unlabeled batch (every training row, label hidden) of `unlabeled_k`
+                times its size. Task loss on the labeled batch (on the training-time missing
                 augmentation every method shares, `training_missing_view`); on the unlabeled
-                ones, consistency between the student on a strongly masked view and a mean
-                teacher (EMA 0.99) on weakly masked views, weighted by the teacher's
-                confidence; modality reconstruction of the modalities the strong view dropped,
-                on every sample.
+                batch, consistency between the student on a strongly masked view and a mean
+                teacher on two really weak views (a few segments dropped, small feature noise,
+                never a whole modality), weighted by the teacher's confidence, on three things:
+                the score, the L2-normalised read-out features, and confident polarity
+                pseudo-labels; modality reconstruction of the modalities the strong view dropped.
+                At each validation the student and the teacher are both scored; the better one
+                is served (`serve_teacher`, saved with the weights; selection record "served").
 
 Choices METHODS.md leaves open (each is a config option or stated here):
   * The self-supervised and teacher / strong views are drawn on the nodes after encoding: dropping
@@ -34,6 +39,12 @@ Choices METHODS.md leaves open (each is a config option or stated here):
   * The teacher is reset to the (pre-trained) student when fine-tuning starts, then follows it by
     EMA with the mean-teacher warm-up min(1 - 1/(step+1), ema_decay); the consistency weight ramps
     up as exp(-5 (1 - t)^2) over `rampup_steps`, since the teacher's head starts untrained.
+  * Why these fixes (issue 14): one mixed loader gave the task term ~6 labeled rows of 64 at ratio
+    0.1; a teacher view that drops whole modalities on half the rows is not weak; consistency on
+    the scalar score alone re-teaches the masking invariance the supervised view already learns;
+    and the EMA teacher lags the student, so evaluating only the student wastes it.
+  * `unlabeled_k` = 1 by default: the unlabeled pass then has as many steps as a full-data
+    epoch, the optimizer budget the baselines get under `train.equal_budget`.
   * Teacher confidence: two weakly masked teacher views. Classification: the max probability of
     their mean; regression: exp(-(p1 - p2)^2 / sigma^2) with sigma = confidence_scale * label
     range. Consistency is confidence-weighted MSE (regression) or KL (classification).
@@ -63,6 +74,7 @@ from robustmsa.nn.encoders import ModalityEncoders, mlp
 from robustmsa.nn.graph import AttentionReadout, GraphMessagePassing, NodeQueryDecoder
 
 PRETRAIN, FINETUNE = "pretrain", "finetune"
+SERVE_OPTIONS = ("auto", "student", "teacher")
 
 
 @dataclass
@@ -85,12 +97,19 @@ class SSLMMConfig:
     # fine-tuning (semi-supervised)
     weak_complete_fraction: float = 0.5  # supervised and teacher views: this fraction stays whole
     frame_drop_max: float = 0.5  # supervised view: the shared augmentation's frame drop rate
-    weak_segment_drop: float = 0.1  # teacher views: segment drop rate ~ U(0, this)
+    weak_segment_drop: float = 0.1  # teacher views: segment drop rate ~ U(0, this), no modality drop
+    weak_noise: float = 0.05  # teacher views: Gaussian node-feature noise, times the features' std
     strong_segment_drop: float = 0.5  # strong view: every sample may lose modalities, and segments
     ema_decay: float = 0.99
     rampup_steps: int = field(default=100, metadata={"min": 0})  # 0: no ramp-up
     confidence_scale: float = 0.1  # regression: sigma as a fraction of the label range
-    w_consistency: float = 1.0
+    w_consistency: float = 1.0  # on the score
+    w_feature: float = 1.0  # on the L2-normalised read-out (1 - cosine to the teacher's)
+    w_pseudo: float = 1.0  # on confident polarity pseudo-labels (logistic loss on the sign)
+    pseudo_confidence: float = 0.8  # teacher confidence a pseudo-label needs
+    pseudo_margin: float = 0.1  # regression: |teacher score| it needs, as a fraction of the label range
+    unlabeled_k: int = field(default=1, metadata={"min": 1})  # unlabeled batch = k x labeled batch
+    serve: str = "auto"  # auto (the better on validation) | student | teacher
     w_recon: float = 1.0
     # ablation switches
     use_pretrain: bool = True
@@ -170,7 +189,7 @@ def masked_view(node_mask: Tensor, groups: Tensor, complete_fraction: float, seg
     """A randomly masked view: (node mask (B, N), kept modalities (B, M)). Whole modalities go by
     the LNLN-style policy, then segments with a per-sample rate ~ U(0, segment_drop); a sample that
     had a node keeps at least one."""
-    present = torch.stack([(node_mask & (groups == j)).any(dim=1) for j in range(int(groups.max()) + 1)], dim=1)
+    present = modality_any(node_mask, groups)
     kept = random_modality_dropout(present, complete_fraction=complete_fraction)
     view = random_frame_dropout(node_mask & kept[:, groups], segment_drop)
     lost = node_mask.any(dim=1) & ~view.any(dim=1)
@@ -179,6 +198,19 @@ def masked_view(node_mask: Tensor, groups: Tensor, complete_fraction: float, seg
         rescue = torch.zeros_like(view).scatter_(1, scores.argmax(dim=1, keepdim=True), True)
         view = view | (rescue & lost.unsqueeze(1))
     return view, kept
+
+
+def modality_any(node_mask: Tensor, groups: Tensor) -> Tensor:
+    """(B, M) bool: the modality has at least one valid node."""
+    return torch.stack([(node_mask & (groups == j)).any(dim=1) for j in range(int(groups.max()) + 1)], dim=1)
+
+
+def weak_mask(node_mask: Tensor, groups: Tensor, segment_drop: float) -> Tensor:
+    """Segments dropped at a per-sample rate ~ U(0, segment_drop), but never a whole modality: a
+    modality that would lose every node keeps them all (a one-segment modality is never dropped)."""
+    view = random_frame_dropout(node_mask, segment_drop)
+    lost = (modality_any(node_mask, groups) & ~modality_any(view, groups))[:, groups]
+    return view | (node_mask & lost)
 
 
 def info_nce(a: Tensor, b: Tensor, temperature: float) -> Tensor:
@@ -201,11 +233,14 @@ class SSLMM(Method):
         super().__init__(spec, cfg)
         if cfg.d % cfg.heads:
             raise ValueError(f"sslmm: d={cfg.d} is not divisible by heads={cfg.heads}")
+        if cfg.serve not in SERVE_OPTIONS:
+            raise ValueError(f"sslmm: serve={cfg.serve!r}; expected one of {', '.join(SERVE_OPTIONS)}")
         self.student = SSLMMNet(spec, cfg, self.num_outputs)
         self.teacher = SSLMMNet(spec, cfg, self.num_outputs, with_decoder=False)
         self.teacher.requires_grad_(False)  # moved by EMA in after_step, never by the optimizer
         self.register_buffer("ema_steps", torch.zeros((), dtype=torch.long))
         self.register_buffer("teacher_ready", torch.zeros((), dtype=torch.bool))
+        self.register_buffer("serve_teacher", torch.tensor(cfg.serve == "teacher"))
         self._phase = FINETUNE
         label = spec.label
         self.label_range = (label.high - label.low) if label.is_regression and label.high is not None else 6.0
@@ -218,22 +253,40 @@ class SSLMM(Method):
 
     def phases(self) -> list[Phase]:
         cfg = self.cfg
-        finetune = Phase(FINETUNE, uses_unlabeled=cfg.use_consistency or cfg.use_recon)
+        semi = cfg.use_consistency or cfg.use_recon
+        finetune = Phase(FINETUNE, uses_unlabeled=semi, unlabeled_k=cfg.unlabeled_k if semi else 0)
         if not cfg.use_pretrain:
             return [finetune]
         return [Phase(PRETRAIN, epochs=cfg.pretrain_epochs, lr=cfg.pretrain_lr, select=False, uses_unlabeled=True), finetune]
 
     def forward(self, batch: Batch) -> Output:
-        features, node_mask = self.student.encode(batch)
-        result = self.student.run(features, node_mask)
+        net = self.teacher if bool(self.serve_teacher) and bool(self.teacher_ready) else self.student
+        features, node_mask = net.encode(batch)
+        result = net.run(features, node_mask)
         weights = result.readout_weights
-        per_modality = torch.stack([weights[:, self.student.groups == j].sum(1) for j in range(len(self.modalities))], 1)
+        per_modality = torch.stack([weights[:, net.groups == j].sum(1) for j in range(len(self.modalities))], 1)
         return Output(result.pred, {"modality_attention": per_modality})
 
+    # --- serving: the student or its mean teacher, whichever validates better ------------
+    def serving_options(self) -> list[str]:
+        return ["student", "teacher"] if self.cfg.serve == "auto" and self._phase == FINETUNE else []
+
+    def serve(self, option: str) -> None:
+        if option not in ("student", "teacher"):
+            super().serve(option)
+        self.serve_teacher.fill_(option == "teacher")
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Checkpoints saved before `serve_teacher` existed served the student."""
+        state_dict.setdefault(prefix + "serve_teacher", torch.tensor(False))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     # --- training -----------------------------------------------------------------------
-    def loss(self, batch: Batch, phase: str) -> dict[str, Tensor]:
+    def loss(self, batch: Batch, phase: str, unlabeled: Batch | None = None) -> dict[str, Tensor]:
+        """`unlabeled`: the unlabeled stream's batch of a paired phase; without it the unlabeled
+        terms use the unlabeled rows of `batch`."""
         self._phase = phase
-        return self.pretrain_loss(batch) if phase == PRETRAIN else self.finetune_loss(batch)
+        return self.pretrain_loss(batch) if phase == PRETRAIN else self.finetune_loss(batch, unlabeled)
 
     def pretrain_loss(self, batch: Batch) -> dict[str, Tensor]:
         cfg, net = self.cfg, self.student
@@ -249,32 +302,36 @@ class SSLMM(Method):
         total = cfg.w_mnm * mnm + cfg.w_contrast * contrast
         return {"loss": total, "mnm": mnm, "contrast": contrast}
 
-    def finetune_loss(self, batch: Batch) -> dict[str, Tensor]:
+    def finetune_loss(self, batch: Batch, unlabeled: Batch | None = None) -> dict[str, Tensor]:
         cfg, net = self.cfg, self.student
         # The supervised view is the training-time missing augmentation every method shares.
-        train_view = training_missing_view(batch, cfg.weak_complete_fraction, cfg.frame_drop_max)
-        supervised = net.encode(train_view)
-        unlabeled = ~batch.labeled
-        consistency_on = cfg.use_consistency and bool(unlabeled.any())
+        supervised = net.encode(training_missing_view(batch, cfg.weak_complete_fraction, cfg.frame_drop_max))
+        pool = batch if unlabeled is None else unlabeled  # the rows the unlabeled terms see
+        rows = ~pool.labeled
+        consistency_on = cfg.use_consistency and bool(rows.any())
         if not (cfg.use_recon or consistency_on):
             task = self.task_loss(net.run(*supervised).pred, batch)
             zero = task.new_zeros(())
             return {"loss": task, "task": task, "consistency": zero, "recon": zero, "ramp": zero}
-        features, node_mask = net.encode(batch)
+        features, node_mask = net.encode(pool)
         strong_mask, kept = masked_view(node_mask, net.groups, 0.0, cfg.strong_segment_drop)
-        weak, strong = net.run_views([supervised, (features, strong_mask)])
+        if pool is batch:
+            weak, strong = net.run_views([supervised, (features, strong_mask)])
+        else:
+            weak, strong = net.run(*supervised), net.run(features, strong_mask)
         task = self.task_loss(weak.pred, batch)
         zero = task.new_zeros(())
-        recon = zero
+        terms = {"consistency": zero, "feature": zero, "pseudo": zero, "recon": zero, "ramp": zero}
         if cfg.use_recon:  # nodes of modalities the strong view dropped, that the sample had
             target = F.layer_norm(features.detach(), features.shape[-1:])
-            recon = self._rebuild_error(strong, target, node_mask & ~kept[:, net.groups])
-        consistency, ramp = zero, zero
+            terms["recon"] = self._rebuild_error(strong, target, node_mask & ~kept[:, net.groups])
         if consistency_on:
-            consistency = self._consistency(batch, strong.pred, unlabeled)
-            ramp = task.new_tensor(self.rampup())
-        total = task + cfg.w_consistency * ramp * consistency + cfg.w_recon * recon
-        return {"loss": total, "task": task, "consistency": consistency, "recon": recon, "ramp": ramp}
+            terms.update(self._consistency(pool, strong, rows))
+            terms["ramp"] = task.new_tensor(self.rampup())
+        unlabeled_terms = (cfg.w_consistency * terms["consistency"] + cfg.w_feature * terms["feature"]
+                           + cfg.w_pseudo * terms["pseudo"])
+        total = task + terms["ramp"] * unlabeled_terms + cfg.w_recon * terms["recon"]
+        return {"loss": total, "task": task, **terms}
 
     def _rebuild_error(self, view: GraphPass, target: Tensor, which: Tensor) -> Tensor:
         """Mean squared error of the rebuilt features on the nodes `which` (B, N)."""
@@ -283,33 +340,47 @@ class SSLMM(Method):
         rebuilt = self.student.reconstruct(view)
         return F.mse_loss(rebuilt[which], target[which])
 
+    def weak_view(self, features: Tensor, node_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """A really weak view: a few segments dropped (rate ~ U(0, weak_segment_drop)), never a
+        whole modality, and Gaussian noise of `weak_noise` times the features' std on the rest."""
+        mask = weak_mask(node_mask, self.teacher.groups, self.cfg.weak_segment_drop)
+        noise = self.cfg.weak_noise * features.std() * torch.randn_like(features)
+        return (features + noise) * mask.unsqueeze(-1).to(features.dtype), mask
+
     @torch.no_grad()
-    def teacher_targets(self, batch: Batch, rows: Tensor) -> tuple[Tensor, Tensor]:
-        """(target, confidence) for the samples `rows` (B,) bool, from two weakly masked views
+    def teacher_targets(self, batch: Batch, rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(target, confidence, read-out) for the samples `rows` (B,) bool, from two weak views
         through the teacher (run on those samples only: the teacher costs nothing on the rest)."""
         self._sync_teacher_once()
         cfg, net = self.cfg, self.teacher
         features, node_mask = net.encode(batch)
         features, node_mask = features[rows], node_mask[rows]
-        masks = [masked_view(node_mask, net.groups, cfg.weak_complete_fraction, cfg.weak_segment_drop)[0]
-                 for _ in range(2)]
-        preds = [view.pred for view in net.run_views([(features, mask) for mask in masks])]
+        views = net.run_views([self.weak_view(features, node_mask) for _ in range(2)])
+        preds = [view.pred for view in views]
+        readout = 0.5 * (views[0].readout + views[1].readout)
         if self.spec.label.is_regression:
             sigma = cfg.confidence_scale * self.label_range
-            return 0.5 * (preds[0] + preds[1]), torch.exp(-((preds[0] - preds[1]) / sigma) ** 2)
+            return 0.5 * (preds[0] + preds[1]), torch.exp(-((preds[0] - preds[1]) / sigma) ** 2), readout
         probs = 0.5 * (preds[0].softmax(-1) + preds[1].softmax(-1))
-        return probs, probs.max(dim=-1).values
+        return probs, probs.max(dim=-1).values, readout
 
-    def _consistency(self, batch: Batch, student_pred: Tensor, unlabeled: Tensor) -> Tensor:
-        """Confidence-weighted distance of the student (strong view) to the teacher's targets,
-        averaged over the unlabeled samples."""
-        target, confidence = self.teacher_targets(batch, unlabeled)
-        student_pred = student_pred[unlabeled]
+    def _consistency(self, batch: Batch, strong: GraphPass, rows: Tensor) -> dict[str, Tensor]:
+        """Confidence-weighted agreement of the student (strong view) with the teacher on the rows
+        `rows`: the score (MSE, or KL for classes), the read-out (1 - cosine), and the polarity
+        (or class) of the confident, clear-cut teacher targets."""
+        target, confidence, readout = self.teacher_targets(batch, rows)
+        pred, student_readout = strong.pred[rows], strong.readout[rows]
+        feature = confidence * (1.0 - F.cosine_similarity(student_readout, readout, dim=-1))
+        sure = confidence >= self.cfg.pseudo_confidence
         if self.spec.label.is_regression:
-            error = (student_pred - target) ** 2
+            score = (pred - target) ** 2
+            sure = sure & (target.abs() >= self.cfg.pseudo_margin * self.label_range)
+            pseudo = F.softplus(-torch.sign(target) * pred)  # logistic loss on the score's sign
         else:
-            error = (target * (target.clamp_min(1e-8).log() - student_pred.log_softmax(-1))).sum(-1)
-        return (confidence * error).mean()
+            score = (target * (target.clamp_min(1e-8).log() - pred.log_softmax(-1))).sum(-1)
+            pseudo = F.cross_entropy(pred, target.argmax(-1), reduction="none")
+        pseudo = (pseudo * sure).sum() / sure.sum().clamp_min(1)
+        return {"consistency": (confidence * score).mean(), "feature": feature.mean(), "pseudo": pseudo}
 
     def rampup(self) -> float:
         """Consistency weight factor in (0, 1]: exp(-5 (1 - t)^2), t = EMA steps / rampup_steps."""

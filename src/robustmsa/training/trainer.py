@@ -39,6 +39,7 @@ from robustmsa.training.checkpoint import (
 from robustmsa.training.collapse import collapse_reason
 from robustmsa.training.lock import claim_folder
 from robustmsa.training.selection import Selection
+from robustmsa.training.streams import PairedStreams
 
 
 @dataclass
@@ -126,7 +127,7 @@ class Trainer:
             self._resume(folder, method, progress, phases)
         while progress.phase_index < len(phases):
             phase = phases[progress.phase_index]
-            data = train_all if phase.uses_unlabeled else train_labeled
+            data = phase_data(phase, train_all, train_labeled)
             rows = epoch_rows(run, len(data), len(train_all))
             epochs_run += self._run_phase(fabric, model, method, phase, run, data, rows, valid, folder, seed, progress)
             progress = dataclasses.replace(progress, phase_index=progress.phase_index + 1, epoch=0, best_score=None, bad_epochs=0)
@@ -158,7 +159,7 @@ class Trainer:
             record = {"phase": phase.name, "epoch": epoch + 1, "lr": lr, "train": terms}
             ran += 1
             if phase.select:
-                score, selected = valid.score(method, cfg.eval_batch_size, fabric.device)
+                score, selected = self._score_served(method, valid, cfg, fabric.device)
                 selected["selection"]["masks_sha256"] = valid.masks_sha256()
                 record.update(selected)
                 if progress.best_score is None or score > progress.best_score + 1e-9:
@@ -183,13 +184,13 @@ class Trainer:
         steps = 0
         bar = tqdm(
             data.batches(cfg.batch_size, generator=shuffle, rows=rows),
-            total=math.ceil(rows / cfg.batch_size),
+            total=data.steps(cfg.batch_size) if isinstance(data, PairedStreams) else math.ceil(rows / cfg.batch_size),
             desc=f"{method.name} {phase_name} {epoch + 1}",
             leave=False,
             disable=None if self.verbose else True,
         )
         for batch in bar:
-            losses = model.loss(batch.to(fabric.device), phase_name)
+            losses = _step_loss(model, batch, phase_name, fabric.device)
             loss = losses["loss"]
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"{method.name}: loss became {loss.item()} in phase {phase_name} epoch {epoch + 1}")
@@ -204,6 +205,24 @@ class Trainer:
                 sums[name] = sums.get(name, 0.0) + float(value.detach())
             bar.set_postfix({k: f"{v / steps:.3f}" for k, v in sums.items()})
         return {k: v / max(steps, 1) for k, v in sums.items()}
+
+    @staticmethod
+    def _score_served(method: Method, valid: Selection, cfg, device) -> tuple[float, dict]:
+        """Validation score of the method, or of the best of its serving options (a mean
+        teacher or its student), which it then serves; the choice is saved with the weights and
+        named in the selection record."""
+        options = method.serving_options()
+        if not options:
+            return valid.score(method, cfg.eval_batch_size, device)
+        scored = []
+        for option in options:
+            method.serve(option)
+            scored.append((*valid.score(method, cfg.eval_batch_size, device), option))
+        score, selected, option = max(scored, key=lambda s: s[0])  # first option wins a tie
+        method.serve(option)
+        selected["selection"]["served"] = option
+        selected["selection"]["served_scores"] = {o: s for s, _, o in scored}
+        return score, selected
 
     # --- files --------------------------------------------------------------------------
     def _write_config(self, folder: Path, run: RunConfig, method: Method, dataset: Dataset, seed: int) -> None:
@@ -310,6 +329,21 @@ def _is_selecting(method: Method, phase: str) -> bool:
 def _absolute(source: str) -> str:
     """A data path made absolute; a `synthetic:` spec (no such path) as it is."""
     return str(Path(source).resolve()) if source and Path(source).exists() else source
+
+
+def phase_data(phase: Phase, train_all: SplitTensors, train_labeled: SplitTensors) -> SplitTensors | PairedStreams:
+    """What a phase trains on: paired labeled / unlabeled streams, every row, or the labeled rows."""
+    if phase.unlabeled_k > 0:
+        return PairedStreams(train_labeled, train_all, phase.unlabeled_k)
+    return train_all if phase.uses_unlabeled else train_labeled
+
+
+def _step_loss(model, batch, phase_name: str, device) -> dict:
+    """The loss of one step: a batch, or a (labeled, unlabeled) pair of a paired phase."""
+    if isinstance(batch, tuple):
+        labeled, unlabeled = batch
+        return model.loss(labeled.to(device), phase_name, unlabeled=unlabeled.to(device))
+    return model.loss(batch.to(device), phase_name)
 
 
 def epoch_rows(run: RunConfig, rows: int, full_rows: int) -> int:
