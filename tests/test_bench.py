@@ -278,10 +278,15 @@ def test_id_like_columns_are_read_as_text(tmp_path):
     assert set(back["config_hash"]) == {"7721618e2741"} and set(back["data_sha256"]) == {"1e5"}
     assert back["value"].dtype == float and list(back["param"]) == ["0", "0.5"]
 
-def test_ratio_ablation_preset_shares_the_table_runs():
+def test_ratio_ablation_preset_shares_the_table_runs(tmp_path, monkeypatch):
     grid = make_grid("sslmm-ratio-ablation")
-    assert len(grid.variants) == 11 and "1.0 w/o unlabeled consistency" not in grid.variants
+    assert len(grid.variants) == 14 and "1.0 w/o unlabeled consistency" not in grid.variants
+    assert "0.05 w/o pre-training" in grid.variants
     table = make_grid("sslmm-table", data=["synthetic:mosi"])
+    assert [v.split("=")[1] for v in table.variants] == ["0.05", "0.1", "0.3", "0.5", "1.0"]
+    monkeypatch.chdir(tmp_path)  # no data/ here
+    with pytest.raises(ValueError, match="build it first: robustmsa data build mosi-real"):
+        make_grid("sslmm-table")  # its default datasets include real MOSI, which the user builds
     from robustmsa.config import RunConfig, apply_overrides
     from robustmsa.methods.base import method_class
 
