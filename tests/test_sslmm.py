@@ -319,6 +319,10 @@ def test_teacher_is_saved_in_the_checkpoint_and_training_learns(dataset, tmp_pat
     batch = SplitTensors(dataset["valid"], dataset.spec).batch(slice(0, 8))
     method.eval()
     torch.testing.assert_close(method(batch).pred, served.run(*served.encode(batch)).pred)
+    older = {k: v for k, v in method.state_dict().items() if k != "serve_teacher"}  # saved before serving existed
+    fresh = create_method("sslmm", dataset.spec, d=16)
+    fresh.load_state_dict(older)
+    assert not bool(fresh.serve_teacher)
     trained = evaluate(method, dataset, "valid")
     assert trained["mae"] < 0.6 * untrained["mae"]
     assert trained["acc2_non0"] > 80.0  # an untrained net can rank this planted signal by chance too

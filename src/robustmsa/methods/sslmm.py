@@ -95,7 +95,7 @@ class SSLMMConfig:
     w_mnm: float = 1.0
     w_contrast: float = 1.0
     # fine-tuning (semi-supervised)
-    weak_complete_fraction: float = 0.5  # supervised and teacher views: this fraction stays whole
+    weak_complete_fraction: float = 0.5  # supervised view: this fraction stays whole
     frame_drop_max: float = 0.5  # supervised view: the shared augmentation's frame drop rate
     weak_segment_drop: float = 0.1  # teacher views: segment drop rate ~ U(0, this), no modality drop
     weak_noise: float = 0.05  # teacher views: Gaussian node-feature noise, times the features' std
