@@ -85,8 +85,9 @@ class Batch:
 
 class SplitTensors:
     """One split with a missing pattern applied, held as tensors; `batch(idx)` slices it.
-    `stats`: the training statistics to standardize features with (data/standardize.py), applied
-    before the masks so that a missing, dropped or padded value is 0 = the training mean."""
+    `stats`: the training statistics to standardize features with (data/standardize.py). Protocols
+    act on the data as stored: a corrupted value (the method is not told) is a stored 0, then
+    standardized like any other; a missing, dropped or padded one is 0 after standardization."""
 
     def __init__(
         self,
@@ -112,9 +113,10 @@ class SplitTensors:
             valid = np.arange(x.shape[1])[None, :] < length[:, None]
             present[:, j] &= length > 0
             keep = valid & pattern.frame_keep.get(m, True) & present[:, j : j + 1]
-            values = (x if stats is None else stats.apply(m, x)) * keep[:, :, None]
-            if m in pattern.corrupt:
-                values = values * ~pattern.corrupt[m]
+            values = x * ~pattern.corrupt[m] if m in pattern.corrupt else x
+            if stats is not None:
+                values = stats.apply(m, values)
+            values = values * keep[:, :, None]
             self.features[m] = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
             self.frame_mask[m] = torch.from_numpy(keep)
             self.lengths[m] = torch.from_numpy(length.astype(np.int64))

@@ -24,10 +24,10 @@ from robustmsa.config import RunConfig
 from robustmsa.data.batch import SplitTensors
 from robustmsa.data.schema import Dataset
 from robustmsa.data.standardize import FeatureStats, fit_feature_stats
-from robustmsa.evaluation.evaluate import predict_tensors
+from robustmsa.evaluation.evaluate import predict_tensors, split_tensors
 from robustmsa.evaluation.metrics import METRICS_VERSION
 from robustmsa.methods.base import Method, Phase, create_method
-from robustmsa.missing import labeled_mask
+from robustmsa.missing import Protocol, labeled_mask
 from robustmsa.training.checkpoint import (
     load_weights,
     optimizer_from_flat,
@@ -131,7 +131,7 @@ class Trainer:
             epochs_run += self._run_phase(fabric, model, method, phase, run, data, rows, valid, folder, seed, progress)
             progress = dataclasses.replace(progress, phase_index=progress.phase_index + 1, epoch=0, best_score=None, bad_epochs=0)
             self._write_progress(folder, progress, method)
-        reason = self._check_collapse(folder, method, valid, run)
+        reason = self._check_collapse(folder, method, valid, run, dataset, seed)
         progress.completed = True
         write_json(folder / "state.json", dataclasses.asdict(progress))
         (folder / "last.safetensors").unlink(missing_ok=True)
@@ -257,15 +257,18 @@ class Trainer:
             optimizer.load_state_dict(optimizer_from_flat(load_weights(folder / "last.safetensors"), meta))
 
     # --- collapse ------------------------------------------------------------------------
-    def _check_collapse(self, folder: Path, method: Method, selection: Selection, run: RunConfig) -> str:
+    def _check_collapse(self, folder: Path, method: Method, selection: Selection, run: RunConfig,
+                        dataset: Dataset, seed: int) -> str:
         """Flag a selected model that looks collapsed: a one-line warning, and `collapsed` +
         `collapse_reason` in metrics.json (the bench report lists them). Judged on the complete
         validation copy where the run selects on one."""
         saved = read_json(folder / "metrics.json")
         valid = selection.splits.get("complete") or next(iter(selection.splits.values()))
-        pred = predict_tensors(method, valid, run.train.eval_batch_size, next(method.parameters()).device)
+        device = next(method.parameters()).device
+        pred = predict_tensors(method, valid, run.train.eval_batch_size, device)
+        alone = _predictions_alone(method, dataset, seed, run.train.eval_batch_size, device)
         reason = collapse_reason(method.spec.label, pred, valid.labels.numpy(), saved["epoch"],
-                                 _epochs_logged(folder, saved["phase"]), _is_selecting(method, saved["phase"]))
+                                 _epochs_logged(folder, saved["phase"]), _is_selecting(method, saved["phase"]), alone)
         write_json(folder / "metrics.json", {**saved, "collapsed": bool(reason), "collapse_reason": reason})
         if reason:
             warnings.warn(f"{folder}: the selected model looks collapsed: {reason}", stacklevel=2)
@@ -295,6 +298,18 @@ class Trainer:
 def input_stats(run: RunConfig, dataset: Dataset) -> FeatureStats | None:
     """The training split's feature statistics, or None where the run opts out (data.standardize)."""
     return fit_feature_stats(dataset["train"]) if run.data.standardize else None
+
+
+def _predictions_alone(method: Method, dataset: Dataset, seed: int, batch_size: int, device) -> dict[str, np.ndarray]:
+    """Regression: modality -> validation predictions with only that modality, on the samples that have it."""
+    names = dataset.spec.modality_names
+    if not dataset.spec.label.is_regression or len(names) < 2:
+        return {}
+    alone = {}
+    for j, modality in enumerate(names):
+        tensors = split_tensors(dataset, "valid", Protocol("subset", modality), seed, method.input_stats)
+        alone[modality] = predict_tensors(method, tensors, batch_size, device)[tensors.present[:, j].numpy()]
+    return alone
 
 
 def _epochs_logged(folder: Path, phase: str) -> int:
