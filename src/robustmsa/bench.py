@@ -49,6 +49,9 @@ class Job:
                               _defaults()])
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
+    def describe(self) -> str:
+        return f"{self.method} {self.data} {self.variant or 'default'} seed {self.seed}"
+
 
 def _defaults() -> list:
     """What a job inherits without naming it: the training / data defaults (selection rule, budget)
@@ -59,9 +62,6 @@ def _defaults() -> list:
     from robustmsa.data.synthetic import DEFAULT_VERSION
 
     return [asdict(TrainConfig()), asdict(DataConfig()), DEFAULT_VERSION]
-
-    def describe(self) -> str:
-        return f"{self.method} {self.data} {self.variant or 'default'} seed {self.seed}"
 
 
 @dataclass
