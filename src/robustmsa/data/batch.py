@@ -82,8 +82,23 @@ class Batch:
         return replace(self, features=features, frame_mask=frame_mask, present=present)
 
 
+def masked_features(x: np.ndarray, keep: np.ndarray, corrupt: np.ndarray | None = None) -> Tensor:
+    """x (N, L, D) as float32, zero where `keep` (N, L) is False or `corrupt` is True.
+
+    Complete data has zeros on its padding already, so nothing changes and the tensor shares the
+    dataset's memory (no copy of the ~250 MB of a MOSI training split); otherwise one torch
+    multiply, the same IEEE products as numpy's, several times faster for a bool mask."""
+    values = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    keep_t = torch.from_numpy(keep)
+    if corrupt is None and not bool((values.any(dim=-1) & ~keep_t).any()):
+        return values
+    values = values * keep_t.unsqueeze(-1)
+    return values if corrupt is None else values * ~torch.from_numpy(corrupt)
+
+
 class SplitTensors:
-    """One split with a missing pattern applied, held as tensors; `batch(idx)` slices it."""
+    """One split with a missing pattern applied, held as tensors; `batch(idx)` slices it.
+    The tensors may share memory with the split's arrays: both are read-only by convention."""
 
     def __init__(
         self,
@@ -108,10 +123,7 @@ class SplitTensors:
             valid = np.arange(x.shape[1])[None, :] < length[:, None]
             present[:, j] &= length > 0
             keep = valid & pattern.frame_keep.get(m, True) & present[:, j : j + 1]
-            values = x * keep[:, :, None]
-            if m in pattern.corrupt:
-                values = values * ~pattern.corrupt[m]
-            self.features[m] = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
+            self.features[m] = masked_features(x, keep, pattern.corrupt.get(m))
             self.frame_mask[m] = torch.from_numpy(keep)
             self.lengths[m] = torch.from_numpy(length.astype(np.int64))
         self.present = torch.from_numpy(present)

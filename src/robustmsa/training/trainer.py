@@ -72,8 +72,6 @@ class Trainer:
 
     # --- public -------------------------------------------------------------------------
     def fit(self, run: RunConfig, dataset: Dataset, seed: int) -> FitResult:
-        from lightning_fabric import Fabric  # imported here: it is slow to import
-
         start = time.perf_counter()
         folder = run_dir(self.out, run, dataset.source_hash) / f"seed{seed}"
         folder.mkdir(parents=True, exist_ok=True)
@@ -86,7 +84,7 @@ class Trainer:
         torch.manual_seed(seed)  # model init and dropout draw from this seed only
         method = create_method(run.method, dataset.spec, **run.method_options)
         self._write_config(folder, run, method, dataset, seed)
-        fabric = Fabric(accelerator=self.accelerator, devices=self.devices, precision="32-true")
+        fabric = self._fabric()
         labeled = labeled_mask(
             dataset["train"].labels, run.data.labeled_ratio, seed, dataset.spec.label.metric_family
         ) if run.data.labeled_ratio < 1.0 else np.ones(len(dataset["train"]), dtype=bool)
@@ -114,6 +112,15 @@ class Trainer:
         (folder / "last.safetensors").unlink(missing_ok=True)
         metrics = read_json(folder / "metrics.json")["valid"]
         return FitResult(folder, metrics, epochs_run, time.perf_counter() - start, resumed=resumed)
+
+    def _fabric(self):
+        """Lightning Fabric for accelerators and several devices; one CPU process needs none of it
+        (importing Lightning alone costs seconds per process, more than a small model's epoch)."""
+        if str(self.accelerator) == "cpu" and str(self.devices) == "1":
+            return SingleCPU()
+        from lightning_fabric import Fabric  # imported here: it is slow to import
+
+        return Fabric(accelerator=self.accelerator, devices=self.devices, precision="32-true")
 
     # --- one phase ----------------------------------------------------------------------
     def _run_phase(self, fabric, model, method: Method, phase: Phase, run: RunConfig, data: SplitTensors,
@@ -237,6 +244,27 @@ class Trainer:
             shown_valid = [k for k in ("mae", "acc2_non0", "acc2", "acc", "f1") if k in valid]
             extra = f" | valid {', '.join(f'{k}={valid[k]:.3f}' for k in shown_valid)}" if valid else ""
             tqdm.write(f"[{record['phase']} {record['epoch']}] {shown}{extra}")
+
+
+class SingleCPU:
+    """The part of Fabric's interface the trainer uses, for one CPU process in full precision:
+    the same calls Fabric makes there (backward, clip_grad_norm_ over the optimizer's
+    parameters), without its wrappers."""
+
+    device = torch.device("cpu")
+
+    def setup_module(self, module: torch.nn.Module) -> torch.nn.Module:
+        return module
+
+    def setup_optimizers(self, optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+        return optimizer
+
+    def backward(self, loss: torch.Tensor) -> None:
+        loss.backward()
+
+    def clip_gradients(self, module, optimizer, max_norm: float, error_if_nonfinite: bool = True) -> torch.Tensor:
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        return torch.nn.utils.clip_grad_norm_(params, max_norm, error_if_nonfinite=error_if_nonfinite)
 
 
 def hash_seed(*parts: int) -> int:
