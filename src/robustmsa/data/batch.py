@@ -83,11 +83,26 @@ class Batch:
         return replace(self, features=features, frame_mask=frame_mask, present=present)
 
 
+def masked_features(x: np.ndarray, keep: np.ndarray, corrupt: np.ndarray | None = None) -> Tensor:
+    """x (N, L, D) as float32, zero where `keep` (N, L) is False or `corrupt` is True.
+
+    Complete data has zeros on its padding already, so nothing changes and the tensor shares the
+    dataset's memory (no copy of the ~250 MB of a MOSI training split); otherwise one torch
+    multiply, the same IEEE products as numpy's, several times faster for a bool mask."""
+    values = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    keep_t = torch.from_numpy(keep)
+    if corrupt is None and not bool((values.any(dim=-1) & ~keep_t).any()):
+        return values
+    values = values * keep_t.unsqueeze(-1)
+    return values if corrupt is None else values * ~torch.from_numpy(corrupt)
+
+
 class SplitTensors:
     """One split with a missing pattern applied, held as tensors; `batch(idx)` slices it.
     `stats`: the training statistics to standardize features with (data/standardize.py). Protocols
     act on the data as stored: a corrupted value (the method is not told) is a stored 0, then
-    standardized like any other; a missing, dropped or padded one is 0 after standardization."""
+    standardized like any other; a missing, dropped or padded one is 0 after standardization.
+    The tensors may share memory with the split's arrays: both are read-only by convention."""
 
     def __init__(
         self,
@@ -113,11 +128,11 @@ class SplitTensors:
             valid = np.arange(x.shape[1])[None, :] < length[:, None]
             present[:, j] &= length > 0
             keep = valid & pattern.frame_keep.get(m, True) & present[:, j : j + 1]
-            values = x * ~pattern.corrupt[m] if m in pattern.corrupt else x
-            if stats is not None:
-                values = stats.apply(m, values)
-            values = values * keep[:, :, None]
-            self.features[m] = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
+            if stats is None:
+                self.features[m] = masked_features(x, keep, pattern.corrupt.get(m))
+            else:  # corrupt as stored, then standardize, then zero what is missing / dropped / padded
+                values = x * ~pattern.corrupt[m] if m in pattern.corrupt else x
+                self.features[m] = masked_features(stats.apply(m, values), keep)
             self.frame_mask[m] = torch.from_numpy(keep)
             self.lengths[m] = torch.from_numpy(length.astype(np.int64))
         self.present = torch.from_numpy(present)

@@ -30,14 +30,14 @@ def masked_downsample(x: Tensor, mask: Tensor, factor: int) -> tuple[Tensor, Ten
         return x, mask
     b, length, d = x.shape
     pad = (-length) % factor
-    if pad:
-        x = torch.nn.functional.pad(x, (0, 0, 0, pad))
+    weights = mask.to(x.dtype).unsqueeze(-1)
+    masked = x * weights
+    if pad:  # after masking: one pass over the long sequence fewer than padding x first
+        masked = torch.nn.functional.pad(masked, (0, 0, 0, pad))
+        weights = torch.nn.functional.pad(weights, (0, 0, 0, pad))
         mask = torch.nn.functional.pad(mask, (0, pad), value=False)
-    windows = x.view(b, -1, factor, d)
-    wmask = mask.view(b, -1, factor)
-    weights = wmask.to(x.dtype).unsqueeze(-1)
-    pooled = (windows * weights).sum(2) / weights.sum(2).clamp_min(1.0)
-    return pooled, wmask.any(-1)
+    pooled = masked.view(b, -1, factor, d).sum(2) / weights.view(b, -1, factor, 1).sum(2).clamp_min(1.0)
+    return pooled, mask.view(b, -1, factor).any(-1)
 
 
 class PositionalEncoding(nn.Module):
@@ -102,7 +102,10 @@ class SequenceEncoder(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Returns (states (B, L', d), mask (B, L'), pooled (B, d))."""
-        x, mask = masked_downsample(x * mask.unsqueeze(-1), mask, self.downsample)
+        if self.downsample > 1:  # masks as it averages: masking here first would be a second pass
+            x, mask = masked_downsample(x, mask, self.downsample)
+        else:
+            x = x * mask.unsqueeze(-1)
         x = self.norm_in(x)
         if self.kind == "pool":
             h = self.frame(x)

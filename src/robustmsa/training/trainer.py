@@ -91,8 +91,6 @@ class Trainer:
             return self._fit(run, dataset, seed, folder)
 
     def _fit(self, run: RunConfig, dataset: Dataset, seed: int, folder: Path) -> FitResult:
-        from lightning_fabric import Fabric  # imported here: it is slow to import
-
         start = time.perf_counter()
         progress = self._read_progress(folder)
         if progress.completed:
@@ -105,7 +103,7 @@ class Trainer:
         method = create_method(run.method, dataset.spec, **run.method_options)
         stats = method.input_stats = input_stats(run, dataset)
         self._write_config(folder, run, method, dataset, seed)
-        fabric = Fabric(accelerator=self.accelerator, devices=self.devices, precision="32-true")
+        fabric = self._fabric()
         labeled = labeled_mask(
             dataset["train"].labels, run.data.labeled_ratio, seed, dataset.spec.label.metric_family
         ) if run.data.labeled_ratio < 1.0 else np.ones(len(dataset["train"]), dtype=bool)
@@ -138,6 +136,15 @@ class Trainer:
         metrics = read_json(folder / "metrics.json")["valid"]
         return FitResult(folder, metrics, epochs_run, time.perf_counter() - start, resumed=resumed,
                          collapse_reason=reason)
+
+    def _fabric(self):
+        """Lightning Fabric for accelerators and several devices; one CPU process needs none of it
+        (importing Lightning alone costs seconds per process, more than a small model's epoch)."""
+        if str(self.accelerator) == "cpu" and str(self.devices) == "1":
+            return SingleCPU()
+        from lightning_fabric import Fabric  # imported here: it is slow to import
+
+        return Fabric(accelerator=self.accelerator, devices=self.devices, precision="32-true")
 
     # --- one phase ----------------------------------------------------------------------
     def _run_phase(self, fabric, model, method: Method, phase: Phase, run: RunConfig, data: SplitTensors, rows: int,
@@ -331,6 +338,27 @@ def epoch_rows(run: RunConfig, rows: int, full_rows: int) -> int:
     """Rows drawn per epoch: a phase on the labeled rows alone is topped up (with replacement) to
     a full-data epoch under `train.equal_budget`; otherwise each row once."""
     return full_rows if run.train.equal_budget else rows
+
+
+class SingleCPU:
+    """The part of Fabric's interface the trainer uses, for one CPU process in full precision:
+    the same calls Fabric makes there (backward, clip_grad_norm_ over the optimizer's
+    parameters), without its wrappers."""
+
+    device = torch.device("cpu")
+
+    def setup_module(self, module: torch.nn.Module) -> torch.nn.Module:
+        return module
+
+    def setup_optimizers(self, optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+        return optimizer
+
+    def backward(self, loss: torch.Tensor) -> None:
+        loss.backward()
+
+    def clip_gradients(self, module, optimizer, max_norm: float, error_if_nonfinite: bool = True) -> torch.Tensor:
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        return torch.nn.utils.clip_grad_norm_(params, max_norm, error_if_nonfinite=error_if_nonfinite)
 
 
 def hash_seed(*parts: int) -> int:
