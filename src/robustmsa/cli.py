@@ -56,6 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--text-level", default="sentence", choices=["sentence", "token"],
                        help="one 384-d vector per segment, or token sequences up to --max-tokens")
     build.add_argument("--max-tokens", type=int, default=50)
+    build.add_argument("--text-bert", action="store_true",
+                       help="also write text_bert (the encoder's word pieces) for method.text_encoder=finetune")
 
     train = sub.add_parser("train", help="train a method, one checkpoint per seed")
     train.add_argument("--method", required=True)
@@ -236,7 +238,8 @@ def _cmd_features_imagetext(args) -> int:
 def _build_dataset(args) -> int:
     from robustmsa.data.mosi_real import build_mosi_real
 
-    result = build_mosi_real(args.source, args.out, args.text_encoder, args.text_level, args.max_tokens)
+    result = build_mosi_real(args.source, args.out, args.text_encoder, args.text_level, args.max_tokens,
+                             text_bert=args.text_bert)
     sizes = ", ".join(f"{k} {v}" for k, v in result.sizes.items())
     status = "up to date (same inputs and encoder), nothing encoded" if result.cached else "built"
     print(f"{result.path}: {status} ({sizes}; {result.seconds:.1f}s)")

@@ -67,11 +67,13 @@ class Segments:
 
 
 def build_mosi_real(source: str | os.PathLike, out: str | os.PathLike, text_encoder=None,
-                    text_level: str = "sentence", max_tokens: int = 50, progress: bool = True) -> BuildResult:
+                    text_level: str = "sentence", max_tokens: int = 50, progress: bool = True,
+                    text_bert: bool = False) -> BuildResult:
     """Encode, join and write; skipped when `out` already holds a build of the same inputs.
 
     `text_encoder`: None (the packaged all-MiniLM-L6-v2), a sentence-transformers folder, or an
-    already loaded `TextEncoder` (saves loading it again).
+    already loaded `TextEncoder` (saves loading it again). `text_bert`: also write MMSA's
+    `text_bert` (the encoder's word pieces, `max_tokens` with [CLS] / [SEP]), for fine-tuning.
     """
     from robustmsa.features.text import TextEncoder, encoder_fingerprint, load_text_encoder, resolve_encoder_path
 
@@ -87,7 +89,7 @@ def build_mosi_real(source: str | os.PathLike, out: str | os.PathLike, text_enco
     audio = read_audio(source / AUDIO_FILE, segments.ids)
     loaded = text_encoder if isinstance(text_encoder, TextEncoder) else None
     fingerprint = loaded.fingerprint if loaded else encoder_fingerprint(resolve_encoder_path(text_encoder))
-    key = _build_key(source, fingerprint, text_level, max_tokens)
+    key = _build_key(source, fingerprint, text_level, max_tokens, text_bert)
     sizes = {s: int((segments.splits == s).sum()) for s in SPLITS}
     if _stored_key(out) == key:
         return BuildResult(out, True, time.perf_counter() - start, sizes)
@@ -97,6 +99,7 @@ def build_mosi_real(source: str | os.PathLike, out: str | os.PathLike, text_enco
     audio, mean, std = _standardize(audio, segments.splits == "train")
     audio = audio[:, None, :]  # one vector per segment = a sequence of one frame
 
+    tokens, tokens_info = _word_pieces(encoder.path, segments.texts, max_tokens) if text_bert else (None, None)
     splits = {}
     for name in SPLITS:
         rows = np.flatnonzero(segments.splits == name)
@@ -105,6 +108,7 @@ def build_mosi_real(source: str | os.PathLike, out: str | os.PathLike, text_enco
             {"text": text[rows], "audio": audio[rows]},
             {"text": text_lengths[rows], "audio": np.ones(len(rows), np.int64)},
             segments.labels[rows], raw_text=[segments.texts[i] for i in rows],
+            text_bert=None if tokens is None else tokens[rows],
         )
     spec = DatasetSpec("mosi_real", (ModalitySpec("text", encoder.dim, text.shape[1]),
                                      ModalitySpec("audio", audio.shape[2], 1)), REGRESSION_MOSI)
@@ -118,9 +122,23 @@ def build_mosi_real(source: str | os.PathLike, out: str | os.PathLike, text_enco
                       "standardize": {"mean": mean.tolist(), "std": std.tolist()}},
         },
     }
+    if tokens_info:
+        metadata["text_bert"] = tokens_info
     write_mmsa(Dataset(spec, splits, source=str(source), metadata=metadata), out)
     return BuildResult(out, False, time.perf_counter() - start, sizes)
 
+
+
+def _word_pieces(encoder_path: Path, texts: list[str], max_tokens: int) -> tuple[np.ndarray, dict]:
+    """MMSA's `text_bert` (N, 3, max_tokens) from the encoder's own tokenizer (lower-cased text),
+    and what the Predictor needs to tokenize new text the same way (checked by fingerprint)."""
+    from robustmsa.nn.text_transformer import load_tokenizer, tokenize, tokenizer_fingerprint, transformer_folder
+
+    folder = transformer_folder(encoder_path)
+    tokenizer = load_tokenizer(folder)
+    info = {"tokenizer": {"name": folder.name, "path": str(folder), "fingerprint": tokenizer_fingerprint(folder)},
+            "vocab_size": len(tokenizer), "max_tokens": max_tokens, "lowercase": True}
+    return tokenize(tokenizer, [t.lower() for t in texts], max_tokens), info
 
 
 def _standardize(x: np.ndarray, train: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -197,11 +215,13 @@ def read_audio(path: Path, segment_ids: list[str]) -> np.ndarray:
     return features[[row_of[s] for s in segment_ids]].astype(np.float32)
 
 
-def _build_key(source: Path, fingerprint: str, text_level: str, max_tokens: int) -> str:
+def _build_key(source: Path, fingerprint: str, text_level: str, max_tokens: int, text_bert: bool = False) -> str:
     payload = {
         "builder": BUILDER, "segments": file_sha256(source / SEGMENTS_FILE), "audio": file_sha256(source / AUDIO_FILE),
         "encoder": fingerprint, "text_level": text_level, "max_tokens": max_tokens if text_level == "token" else None,
     }
+    if text_bert:  # only then: builds without word pieces keep their key (no rebuild)
+        payload["text_bert"] = max_tokens
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
