@@ -82,8 +82,11 @@ class TextTransformer(nn.Module):
     """
 
     def __init__(self, model: nn.Module, d: int, freeze_layers: int = 0, checkpointing: bool = False,
-                 dropout: float = 0.1):
+                 dropout: float = 0.1, tokenizer_sha256: str = ""):
         super().__init__()
+        # saved with the weights, so a checkpoint names the tokenizer its ids came from (zeros: unknown)
+        digest = bytes.fromhex(tokenizer_sha256) if tokenizer_sha256 else bytes(32)
+        self.register_buffer("tokenizer_sha256", torch.tensor(list(digest), dtype=torch.uint8))
         self.model = model
         hidden = int(model.config.hidden_size)
         self.vocab_size = int(model.config.vocab_size)
@@ -115,7 +118,14 @@ class TextTransformer(nn.Module):
             logging.set_verbosity(verbosity)
             if was_enabled:
                 logging.enable_progress_bar()
-        return cls(model, d, **options)
+        has_tokenizer = any((folder / name).is_file() for name in TOKENIZER_FILES)
+        return cls(model, d, tokenizer_sha256=tokenizer_fingerprint(folder) if has_tokenizer else "", **options)
+
+    @property
+    def tokenizer_fingerprint(self) -> str:
+        """The recorded tokenizer's sha256 ("" when the model folder had none)."""
+        digest = bytes(self.tokenizer_sha256.tolist())
+        return digest.hex() if any(digest) else ""
 
     def _freeze(self, layers: int) -> None:
         if layers == 0:
