@@ -148,3 +148,26 @@ def test_predictor_refuses_a_tokenizer_with_another_fingerprint(synthetic_pickle
     other = write_tiny_bert(tmp_path / "other_bert", vocab_size=30600)
     with pytest.raises(DataError, match="differs from the one .* was trained with"):
         Predictor.load(path, text_encoder_path=other).predict([{"text": "great"}])
+
+
+def test_mosi_real_writes_word_pieces_of_the_encoder_tokenizer(tmp_path, text_encoder):
+    from conftest import write_mosi_source
+    from robustmsa.data.mosi_real import build_mosi_real
+
+    source = write_mosi_source(tmp_path / "source", sizes=(8, 4, 4))
+    plain = build_mosi_real(source, tmp_path / "plain.pkl", text_encoder, progress=False, cache_dir=None)
+    built = build_mosi_real(source, tmp_path / "bert.pkl", text_encoder, progress=False, cache_dir=None,
+                            text_bert=True, max_tokens=12)
+    dataset = read_mmsa(built.path)
+    tokens = dataset["train"].text_bert
+    assert tokens.shape == (8, 3, 12) and (tokens[:, 0, 0] == 101).all()
+    first = dataset["train"].raw_text[0].lower()
+    expected = text_encoder.tokenizer(first)["input_ids"]
+    np.testing.assert_array_equal(tokens[0, 0, :len(expected)], expected)
+    assert tokens[0, 1].sum() == len(expected)
+    info = dataset.metadata["text_bert"]
+    assert info["vocab_size"] == 30522 and info["max_tokens"] == 12 and len(info["tokenizer"]["fingerprint"]) == 64
+    assert read_mmsa(plain.path)["train"].text_bert is None
+    # the same inputs give the same build: nothing re-encoded
+    assert build_mosi_real(source, tmp_path / "bert.pkl", text_encoder, progress=False, cache_dir=None,
+                           text_bert=True, max_tokens=12).cached
