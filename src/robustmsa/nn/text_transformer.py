@@ -158,7 +158,7 @@ class TextTransformer(nn.Module):
                              f"vocabulary ({self.vocab_size}); the ids were made with another tokenizer")
         ends = mask.long().cumsum(1).argmax(1) + 1  # one past each row's last kept token
         rows = rows[ends[rows].argsort(stable=True)]
-        for chunk in rows.split(self.chunk_rows):
+        for chunk in rows.split(self.chunk_rows) if len(rows) else ():  # splitting no rows gives one empty chunk
             states = states.index_copy(0, chunk, self._encode(text_bert[chunk], mask[chunk], width))
         mask = mask[:, :width]
         return states, mask, masked_mean(states, mask)
