@@ -3,6 +3,12 @@ side with MMSA.
 
     python benchmarks/speed.py [--methods a,b] [--full-run] [--threads N] [--n N] [--device cpu|cuda]
                                [--before-src DIR] [--peer mmsa [--peer-python PATH]]
+    python benchmarks/speed.py --methods late_fusion --text-finetune [--data mosi_real.pkl] [--train-steps 10]
+
+`--text-finetune` builds each method with `text_encoder=finetune` (the packaged all-MiniLM-L6-v2, or
+`--text-model PATH`) and times it on a pickle carrying `text_bert` (`--data`, e.g. the output of
+`data build mosi-real --text-bert`, whose real sentence lengths matter: batches are trimmed to their
+longest text); `--train-steps` times that many training batches instead of a whole epoch.
 
 For each method it measures parameter count, training throughput (forward + loss + backward +
 clipping + AdamW, as the trainer does), inference throughput at batch 1 and 256, the peak RSS of
@@ -78,31 +84,42 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def load_data(n: int | None):
-    """The synthetic MOSI-shaped dataset (1284/229/686 at full size), built in this process."""
+def load_data(n: int | None, path: str = ""):
+    """The synthetic MOSI-shaped dataset (1284/229/686 at full size), built in this process, or
+    the dataset file `path`."""
+    if path:
+        from robustmsa.data import load_dataset
+
+        return load_dataset(path)
     from robustmsa.data.synthetic import synthesize
 
     return synthesize("mosi", n=n, seed=0)
 
 
+def method_options(args: argparse.Namespace) -> dict:
+    """Method options of the run: the fine-tuned text branch with --text-finetune, else none."""
+    if not getattr(args, "text_finetune", False):
+        return {}
+    return {"text_encoder": "finetune", "text_model": args.text_model}
+
+
 # --------------------------------------------------------------------------- measurements
 
 
-def train_throughput(method, train, device: str) -> float:
+def train_throughput(method, train, device: str, max_steps: int = 0) -> float:
     """Samples/s of the training step over one shuffled epoch after a short warm-up.
 
     Mirrors Trainer._train_epoch minus Fabric, logging and the progress bar: batch slicing,
     method.loss (which includes training-time missing augmentation), backward, gradient clipping
-    and an AdamW step, with the default TrainConfig batch size, lr and weight decay."""
+    and an AdamW step (the method's parameter groups), with the default TrainConfig batch size,
+    lr and weight decay. `max_steps` > 0: time that many batches instead of the whole epoch."""
     import torch
 
     from robustmsa.config import TrainConfig
 
     cfg = TrainConfig()
     method.train()
-    optimizer = torch.optim.AdamW(
-        [p for p in method.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay
-    )
+    optimizer = torch.optim.AdamW(method.param_groups(cfg.lr), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     def step(batch) -> None:
         loss = method.loss(batch.to(device), "train")["loss"]
@@ -120,7 +137,9 @@ def train_throughput(method, train, device: str) -> float:
     sync(device)
     samples = 0
     start = time.perf_counter()
-    for batch in train.batches(cfg.batch_size, generator=generator):
+    for i, batch in enumerate(train.batches(cfg.batch_size, generator=generator)):
+        if max_steps and i >= max_steps:
+            break
         step(batch)
         samples += batch.size
     sync(device)
@@ -160,25 +179,25 @@ def infer_batch256(method, test, device: str) -> float:
     return len(test) / statistics.median(times)
 
 
-def micro_benchmarks(name: str, n: int | None, device: str) -> dict:
+def micro_benchmarks(name: str, n: int | None, device: str, args: argparse.Namespace | None = None) -> dict:
     """Everything except the full run, for one method, in this (fresh) process."""
     import torch
 
     from robustmsa.data.batch import SplitTensors
     from robustmsa.methods.base import create_method
 
-    dataset = load_data(n)
+    dataset = load_data(n, getattr(args, "data", ""))
     train = SplitTensors(dataset["train"], dataset.spec)
     test = SplitTensors(dataset["test"], dataset.spec)
     data_rss = peak_rss_mib()
     torch.manual_seed(0)
-    method = create_method(name, dataset.spec)
+    method = create_method(name, dataset.spec, **method_options(args))
     method.prepare(train)
     method.to(device)
     params = sum(p.numel() for p in method.parameters())
     return {
         "params": params,
-        "train": train_throughput(method, train, device),
+        "train": train_throughput(method, train, device, getattr(args, "train_steps", 0)),
         "infer1": infer_batch1(method, test, device),
         "infer256": infer_batch256(method, test, device),
         "data_rss": data_rss,
@@ -186,16 +205,17 @@ def micro_benchmarks(name: str, n: int | None, device: str) -> dict:
     }
 
 
-def full_run(name: str, n: int | None, device: str) -> dict:
+def full_run(name: str, n: int | None, device: str, args: argparse.Namespace | None = None) -> dict:
     """One default training run exactly as `robustmsa train` does it (default TrainConfig:
     30 epochs max, patience 6), into a throw-away folder."""
     from robustmsa.config import RunConfig
     from robustmsa.training.trainer import Trainer
 
-    dataset = load_data(n)
+    dataset = load_data(n, getattr(args, "data", ""))
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        result = Trainer(tmp, accelerator=device, verbose=False).fit(RunConfig(name), dataset, seed=0)
+        run = RunConfig(name, method_options(args))
+        result = Trainer(tmp, accelerator=device, verbose=False).fit(run, dataset, seed=0)
         seconds = time.perf_counter() - start
     return {"full_s": seconds, "epochs": result.epochs_run, "full_rss": peak_rss_mib()}
 
@@ -317,8 +337,8 @@ def worker(args: argparse.Namespace) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    kinds = {"micro": lambda: micro_benchmarks(args.methods, args.n, args.device),
-             "full": lambda: full_run(args.methods, args.n, args.device),
+    kinds = {"micro": lambda: micro_benchmarks(args.methods, args.n, args.device, args),
+             "full": lambda: full_run(args.methods, args.n, args.device, args),
              "mmsa-micro": lambda: mmsa_micro(args.methods, args.data_file),
              "mmsa-full": lambda: mmsa_full(args.methods, args.data_file)}
     result = kinds[args.worker]()
@@ -340,6 +360,10 @@ def run_child(kind: str, name: str, args: argparse.Namespace, src: str | None = 
         command += ["--n", str(args.n)]
     if kind.startswith("mmsa"):
         command += ["--data-file", args.data_file]
+    if args.text_finetune:
+        command += ["--text-finetune", "--text-model", args.text_model, "--train-steps", str(args.train_steps)]
+    if args.data:
+        command += ["--data", args.data]
     env = dict(os.environ)
     if src:
         env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "")])
@@ -388,9 +412,12 @@ def header(args: argparse.Namespace, threads: int | str, load_before: str) -> li
     import torch
 
     size = "full size 1284/229/686" if not args.n else f"n={args.n}"
+    data = args.data or f"synthesize('mosi'), {size}"
+    text = " | text: fine-tuned " + (args.text_model or "all-MiniLM-L6-v2") if args.text_finetune else ""
+    steps = f" | train timed over {args.train_steps} batches" if args.train_steps else ""
     return [
         f"torch {torch.__version__} | threads {threads} | CPU {cpu_model()} ({os.cpu_count()} logical) "
-        f"| device {args.device} | data synthesize('mosi'), {size}",
+        f"| device {args.device} | data {data}{text}{steps}",
         f"Load average (1/5/15 min) before {load_before}, after {load_average()}; "
         "the benchmark itself adds about its thread count; clearly more means another process competed.",
         f"Targets (2 cores): inference >= {TARGET_INFER_256:,.0f} samples/s at batch 256; "
@@ -475,8 +502,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--peer", choices=("mmsa",), default=None, help="also run MMSA's own models")
     parser.add_argument("--peer-models", default="lf_dnn", help="MMSA models (lf_dnn, misa, mult)")
     parser.add_argument("--peer-python", default=None, help="interpreter with MMSA installed (default: this one)")
-    parser.add_argument("--worker", choices=("micro", "full", "mmsa-micro", "mmsa-full"), help=argparse.SUPPRESS)
     parser.add_argument("--data-file", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--text-finetune", action="store_true",
+                        help="methods take their text branch from a fine-tuned transformer (text_encoder=finetune)")
+    parser.add_argument("--text-model", default="", help="its local folder (default: the packaged all-MiniLM-L6-v2)")
+    parser.add_argument("--data", default="", help="a dataset file instead of synthetic data (with text_bert for --text-finetune)")
+    parser.add_argument("--train-steps", type=int, default=0, help="time this many training batches (0: one epoch)")
+    parser.add_argument("--worker", choices=("micro", "full", "mmsa-micro", "mmsa-full"), help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 

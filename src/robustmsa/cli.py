@@ -65,6 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--text-level", default="sentence", choices=["sentence", "token"],
                        help="one 384-d vector per segment, or token sequences up to --max-tokens")
     build.add_argument("--max-tokens", type=int, default=50, help="token sequence length with --text-level token (default 50)")
+    build.add_argument("--text-bert", action="store_true",
+                       help="also write text_bert (the encoder's word pieces) for method.text_encoder=finetune")
     build.add_argument("--modalities", default="text,audio", help="comma-separated subset of text,audio,video "
                        "(video needs --split speaker-independent)")
     build.add_argument("--split", default="standard", choices=["standard", "speaker-independent"],
@@ -364,7 +366,7 @@ def _build_dataset(args) -> int:
 
     cache = None if args.cache == "none" else (args.cache or "default")
     result = build_mosi_real(args.source, args.out, args.text_encoder, args.text_level, args.max_tokens,
-                             modalities=args.modalities, split=args.split, cache_dir=cache)
+                             modalities=args.modalities, split=args.split, cache_dir=cache, text_bert=args.text_bert)
     sizes = ", ".join(f"{k} {v}" for k, v in result.sizes.items())
     status = "up to date (same inputs and encoder), nothing encoded" if result.cached else "built"
     print(f"{result.path}: {status} ({sizes}; {result.seconds:.1f}s)")

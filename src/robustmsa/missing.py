@@ -367,6 +367,9 @@ def make_pattern(split: Split, spec: DatasetSpec, protocol: Protocol, seed: int)
     if protocol.name == "frame":
         p = float(protocol.param)
         keep = {m: frame_keep(split.lengths[m], split.features[m].shape[1], p, rng) for m in names}
+        if split.text_bert is not None:  # drawn last: the feature masks stay what they were without tokens
+            mask = split.text_bert[:, 1]
+            keep["text_bert"] = frame_keep(mask.sum(axis=1), mask.shape[1], p, rng) | (mask == 0)
         return MissingPattern(np.ones((n, len(names)), dtype=bool), keep, {})
     if protocol.name == "textnoise":
         raise ValueError(f"protocol {protocol} degrades the raw text, not a mask: evaluate through "

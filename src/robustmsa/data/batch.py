@@ -23,6 +23,7 @@ class MissingPattern:
     present: bool (N, M), False = whole modality missing for that sample (method is told).
     frame_keep: per modality bool (N, L), False = that frame/token dropped (method is told via
         Batch.frame_mask). Padding positions are always True: protocols never touch padding.
+        Key "text_bert" (N, L_tokens): word pieces dropped from `Split.text_bert` (mask zeroed).
     corrupt: per modality bool broadcastable to (N, L, D) - (N, L, 1) for frame corruption,
         (N, 1, D) for element corruption of single-vector features. True = value zeroed and the
         method is NOT told (a low-quality modality, DRF's "corrupt").
@@ -42,7 +43,8 @@ class MissingPattern:
 class Batch:
     """features[m]: (B, L, D), zero where missing/dropped/corrupted; frame_mask[m]: (B, L) True on
     valid, kept frames; present: (B, M) bool in `modalities` order; labels: (B,); labeled: (B,) bool;
-    index: (B,) row numbers in the split."""
+    index: (B,) row numbers in the split; text_bert: (B, 3, L) int64 word-piece ids, attention
+    mask and segment ids (mask zero where text is missing or a token dropped), or None."""
 
     modalities: tuple[str, ...]
     features: dict[str, Tensor]
@@ -52,6 +54,7 @@ class Batch:
     labels: Tensor
     labeled: Tensor
     index: Tensor
+    text_bert: Tensor | None = None
 
     @property
     def size(self) -> int:
@@ -67,7 +70,7 @@ class Batch:
                 return v.to(device)
             if isinstance(v, dict):
                 return {k: t.to(device) for k, t in v.items()}
-            return v
+            return v  # None (no text_bert) and tuples stay as they are
 
         return Batch(**{f.name: move(getattr(self, f.name)) for f in fields(self)})
 
@@ -80,7 +83,17 @@ class Batch:
             keep = present[:, j]
             features[m] = self.features[m] * keep[:, None, None]
             frame_mask[m] = self.frame_mask[m] & keep[:, None]
-        return replace(self, features=features, frame_mask=frame_mask, present=present)
+        text_bert = self.text_bert
+        if text_bert is not None and "text" in self.modalities:
+            text_bert = mask_tokens(text_bert, present[:, self.modalities.index("text"), None])
+        return replace(self, features=features, frame_mask=frame_mask, present=present, text_bert=text_bert)
+
+
+def mask_tokens(text_bert: Tensor, keep: Tensor) -> Tensor:
+    """text_bert with its attention mask (row 1) zeroed where `keep` (broadcast to (B, L)) is False."""
+    out = text_bert.clone()
+    out[:, 1] = out[:, 1] * keep.to(out.dtype)
+    return out
 
 
 def masked_features(x: np.ndarray, keep: np.ndarray, corrupt: np.ndarray | None = None) -> Tensor:
@@ -136,10 +149,18 @@ class SplitTensors:
             self.frame_mask[m] = torch.from_numpy(keep)
             self.lengths[m] = torch.from_numpy(length.astype(np.int64))
         self.present = torch.from_numpy(present)
+        self.text_bert = self._tokens(split, pattern, present)
         label_dtype = np.float32 if spec.label.is_regression else np.int64
         self.labels = torch.from_numpy(split.labels.astype(label_dtype))
         labeled = np.ones(n, dtype=bool) if labeled is None else labeled
         self.labeled = torch.from_numpy(labeled.astype(bool))
+
+    def _tokens(self, split: Split, pattern: MissingPattern, present: np.ndarray) -> Tensor | None:
+        """Split.text_bert with the mask zeroed where text is missing or a token was dropped."""
+        if split.text_bert is None or "text" not in self.modalities:
+            return None
+        keep = present[:, self.modalities.index("text"), None] & pattern.frame_keep.get("text_bert", True)
+        return mask_tokens(torch.from_numpy(np.ascontiguousarray(split.text_bert, dtype=np.int64)), torch.from_numpy(keep))
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -161,6 +182,7 @@ class SplitTensors:
             labels=self.labels[rows],
             labeled=self.labeled[rows],
             index=index,
+            text_bert=None if self.text_bert is None else self.text_bert[rows],
         )
 
     def batches(self, batch_size: int, generator: torch.Generator | None = None, rows: int | None = None):

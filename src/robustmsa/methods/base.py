@@ -33,6 +33,23 @@ class Phase:
     uses_unlabeled: bool = False
 
 
+TEXT_ENCODERS = ("features", "finetune")
+
+
+@dataclass
+class TextBranchConfig:
+    """Where a method's text branch comes from; every method with per-modality encoders inherits
+    these options. `features`: the dataset's text vectors (frozen encoder, the default);
+    `finetune`: a pretrained transformer inside the model (`nn.text_transformer`), trained end to
+    end from the data's `text_bert` ids with its own learning rate."""
+
+    text_encoder: str = "features"  # features | finetune
+    text_model: str = ""  # local transformers / sentence-transformers folder; "" = packaged all-MiniLM-L6-v2
+    text_lr: float = 2e-5  # the pretrained transformer's learning rate (the rest trains at train.lr)
+    text_freeze_layers: int = 0  # embeddings + first k layers frozen; -1 = the whole transformer
+    text_checkpointing: bool = False  # gradient checkpointing: less memory, slower
+
+
 @dataclass
 class Output:
     """pred: (B,) sentiment score for regression, (B, C) logits for classification.
@@ -89,6 +106,35 @@ class Method(nn.Module):
 
     def present_dict(self, batch: Batch) -> dict[str, Tensor]:
         return {m: batch.is_present(m) for m in self.modalities}
+
+    def make_text_branch(self, d: int) -> nn.Module | None:
+        """The fine-tuned text transformer of width d when `text_encoder=finetune`, else None
+        (the text modality then goes through the method's own feature encoder)."""
+        choice = getattr(self.cfg, "text_encoder", "features")
+        if choice not in TEXT_ENCODERS:
+            raise ValueError(f"method.text_encoder={choice!r}: expected one of {', '.join(TEXT_ENCODERS)}")
+        if choice == "features":
+            return None
+        from robustmsa.nn.text_transformer import TextTransformer
+
+        cfg = self.cfg
+        return TextTransformer.from_folder(cfg.text_model, d, freeze_layers=cfg.text_freeze_layers,
+                                           checkpointing=cfg.text_checkpointing, dropout=getattr(cfg, "dropout", 0.1))
+
+    def param_groups(self, lr: float) -> list[dict]:
+        """Optimizer parameter groups: pretrained text transformers at `text_lr`, the rest at `lr`
+        (the trainer stays method-agnostic; a method may override this)."""
+        from robustmsa.nn.text_transformer import TextTransformer
+
+        pretrained = {id(p) for module in self.modules() if isinstance(module, TextTransformer)
+                      for p in module.model.parameters()}
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        rest = [p for p in trainable if id(p) not in pretrained]
+        text = [p for p in trainable if id(p) in pretrained]
+        groups = [{"params": rest, "lr": lr}]
+        if text:
+            groups.append({"params": text, "lr": getattr(self.cfg, "text_lr", lr)})
+        return groups
 
 
 _REGISTRY: dict[str, type[Method]] = {}

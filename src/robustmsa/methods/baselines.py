@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from robustmsa.data.batch import Batch, SplitTensors
-from robustmsa.methods.base import Method, Output, register_method
+from robustmsa.methods.base import Method, Output, TextBranchConfig, register_method
 from robustmsa.missing import training_missing_view
 from robustmsa.nn.distribution import cmd, diff_loss, pairwise_over_present
 from robustmsa.nn.encoders import ModalityEncoders, masked_mean, mlp, safe_padding_mask
@@ -40,7 +40,7 @@ class AugmentedMethod(Method):
 
 
 @dataclass
-class LateFusionConfig:
+class LateFusionConfig(TextBranchConfig):
     d: int = 64
     encoder: str = "pool"
     dropout: float = 0.1
@@ -56,7 +56,8 @@ class LateFusion(AugmentedMethod):
 
     def __init__(self, spec, cfg: LateFusionConfig):
         super().__init__(spec, cfg)
-        self.encoders = ModalityEncoders(spec, cfg.d, cfg.encoder, cfg.dropout, max_frames=64)
+        self.encoders = ModalityEncoders(spec, cfg.d, cfg.encoder, cfg.dropout, max_frames=64,
+                                         text_branch=self.make_text_branch(cfg.d))
         self.head = mlp(cfg.d, cfg.d, self.num_outputs, cfg.dropout)
 
     def forward(self, batch: Batch) -> Output:
@@ -105,7 +106,7 @@ class MeanImpute(Method):
 
 
 @dataclass
-class MulTLiteConfig:
+class MulTLiteConfig(TextBranchConfig):
     d: int = 32
     heads: int = 4
     dropout: float = 0.1
@@ -145,7 +146,8 @@ class MulTLite(AugmentedMethod):
 
     def __init__(self, spec, cfg: MulTLiteConfig):
         super().__init__(spec, cfg)
-        self.encoders = ModalityEncoders(spec, cfg.d, "conv", cfg.dropout, max_frames=cfg.max_frames)
+        self.encoders = ModalityEncoders(spec, cfg.d, "conv", cfg.dropout, max_frames=cfg.max_frames,
+                                         text_branch=self.make_text_branch(cfg.d))
         self.blocks = nn.ModuleDict({m: CrossModalBlock(cfg.d, cfg.heads, cfg.dropout) for m in self.modalities})
         m_count = len(self.modalities)
         self.head = mlp(cfg.d * m_count + m_count, cfg.d, self.num_outputs, cfg.dropout)
@@ -164,7 +166,7 @@ class MulTLite(AugmentedMethod):
 
 
 @dataclass
-class MISAConfig:
+class MISAConfig(TextBranchConfig):
     d: int = 64
     encoder: str = "pool"
     dropout: float = 0.1
@@ -186,7 +188,8 @@ class MISA(AugmentedMethod):
     def __init__(self, spec, cfg: MISAConfig):
         super().__init__(spec, cfg)
         d = cfg.d
-        self.encoders = ModalityEncoders(spec, d, cfg.encoder, cfg.dropout, max_frames=64)
+        self.encoders = ModalityEncoders(spec, d, cfg.encoder, cfg.dropout, max_frames=64,
+                                         text_branch=self.make_text_branch(d))
         self.shared = nn.Sequential(nn.Linear(d, d), nn.Sigmoid())
         self.private = nn.ModuleDict({m: nn.Sequential(nn.Linear(d, d), nn.Sigmoid()) for m in self.modalities})
         self.decoder = nn.ModuleDict({m: nn.Linear(d, d) for m in self.modalities})

@@ -47,7 +47,7 @@ from torch import Tensor, nn
 from torch.nn.functional import cosine_similarity, mse_loss
 
 from robustmsa.data.batch import Batch
-from robustmsa.methods.base import Method, Output, register_method
+from robustmsa.methods.base import Method, Output, TextBranchConfig, register_method
 from robustmsa.missing import DISRUPT_MODES, random_disruption, random_modality_dropout
 from robustmsa.nn.distribution import cmd, rbf_mmd
 from robustmsa.nn.encoders import ModalityEncoders, mlp
@@ -62,7 +62,7 @@ from robustmsa.nn.queue import FeatureQueue
 
 
 @dataclass
-class DRFConfig:
+class DRFConfig(TextBranchConfig):
     d: int = 256  # METHODS.md's width; pooled ("pool") encoders keep it cheap on CPU
     encoder: str = "pool"  # pool | conv | transformer (nn.encoders.SequenceEncoder)
     max_frames: int = 64  # longer sequences are window-averaged down to this length
@@ -116,7 +116,8 @@ class DRF(Method):
         super().__init__(spec, cfg)
         self._check(cfg)
         d, names = cfg.d, self.modalities
-        self.encoders = ModalityEncoders(spec, d, cfg.encoder, cfg.dropout, max_frames=cfg.max_frames)
+        self.encoders = ModalityEncoders(spec, d, cfg.encoder, cfg.dropout, max_frames=cfg.max_frames,
+                                         text_branch=self.make_text_branch(d))
         self.queues = nn.ModuleDict({m: FeatureQueue(d, cfg.queue_size, cfg.shrinkage, cfg.queue_min) for m in names})
         if cfg.use_recovery and len(names) > 1:
             # g_m reads the other modalities' slots (absent ones zeroed) plus their presence flags

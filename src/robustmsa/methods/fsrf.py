@@ -50,7 +50,7 @@ from torch import Tensor, nn
 from torch.nn.functional import mse_loss
 
 from robustmsa.data.batch import Batch
-from robustmsa.methods.base import Method, Output, register_method
+from robustmsa.methods.base import Method, Output, TextBranchConfig, register_method
 from robustmsa.missing import training_missing_view
 from robustmsa.nn.distribution import (
     bidirectional_kl,
@@ -65,7 +65,7 @@ from robustmsa.nn.fusion import present_mean
 
 
 @dataclass
-class FSRFConfig:
+class FSRFConfig(TextBranchConfig):
     # encoders: Conv1D k3 + positional encoding + Transformer, d = 40 (the group's setting)
     d: int = 40
     layers: int = 1
@@ -131,7 +131,8 @@ class FSRF(Method):
         if d % cfg.heads:
             raise ValueError(f"fsrf: d={d} is not divisible by heads={cfg.heads}")
         names = self.modalities
-        self.encoders = ModalityEncoders(spec, d, "transformer", cfg.dropout, cfg.layers, cfg.heads, cfg.max_frames)
+        self.encoders = ModalityEncoders(spec, d, "transformer", cfg.dropout, cfg.layers, cfg.heads, cfg.max_frames,
+                                         text_branch=self.make_text_branch(d))
         self.homogeneous = bounded(d)  # E_c, shared
         self.heterogeneous = nn.ModuleDict({m: bounded(d) for m in names})  # E_p^m
         if cfg.use_noise:

@@ -152,7 +152,8 @@ class Trainer:
         cfg = run.train
         lr = phase.lr or cfg.lr
         epochs = phase.epochs or cfg.epochs
-        optimizer = torch.optim.AdamW([p for p in method.parameters() if p.requires_grad], lr=lr, weight_decay=cfg.weight_decay)
+        # parameter groups from the method (e.g. a pretrained text encoder at its own learning rate)
+        optimizer = torch.optim.AdamW(method.param_groups(lr), lr=lr, weight_decay=cfg.weight_decay)
         if progress.epoch > 0:  # resumed within this phase: its optimizer moments travel too
             self._restore_optimizer(folder, optimizer)
         optimizer = fabric.setup_optimizers(optimizer)
