@@ -149,7 +149,8 @@ PRESETS = {
         methods=["fsrf"], datasets=["synthetic:mosi"], protocols=_subset_protocols(),
         variants={"full": [], **{f"w/o {name}": [f"method.use_{switch}=false"] for name, switch in (
             ("noise branch", "noise"), ("similarity", "sim"), ("difference", "diff"), ("reconstruction", "recon"),
-            ("recovery", "recovery"), ("DAS-KL", "das_kl"), ("DAS-alignment", "das_align"))}},
+            ("recovery", "recovery"), ("DAS-KL", "das_kl"), ("DAS return (missing -> full)", "das_return"),
+            ("DAS-alignment", "das_align"))}},
         variant_rows=True, metrics={"mosi": ["f1_non0", "acc2_non0", "mae"]},
     ),
     "drf-table": dict(
