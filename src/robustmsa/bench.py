@@ -62,7 +62,8 @@ class Grid:
     protocols: list[str]
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     overrides: list[str] = field(default_factory=list)  # for every run
-    variants: dict[str, list[str]] = field(default_factory=lambda: {"": []})  # label -> overrides
+    # label -> overrides for every method, or {method: overrides} for a variant of some methods only
+    variants: dict[str, list[str] | dict[str, list[str]]] = field(default_factory=lambda: {"": []})
     method_overrides: dict[str, list[str]] = field(default_factory=dict)
     metrics: dict[str, list[str]] = field(default_factory=dict)  # metric family -> metrics to report
     skipped_methods: list[str] = field(default_factory=list)
@@ -71,13 +72,18 @@ class Grid:
 
     def jobs(self) -> list[Job]:
         return [
-            Job(method, data, label, tuple(self.overrides + extra + self.method_overrides.get(method, [])), seed,
-                tuple(self.protocols))
+            Job(method, data, label, tuple(self.overrides + _variant_overrides(extra, method)
+                                           + self.method_overrides.get(method, [])), seed, tuple(self.protocols))
             for data in self.datasets
             for label, extra in self.variants.items()
             for method in self.methods
+            if isinstance(extra, list) or method in extra
             for seed in self.seeds
         ]
+
+
+def _variant_overrides(extra: list[str] | dict[str, list[str]], method: str) -> list[str]:
+    return list(extra) if isinstance(extra, list) else list(extra[method])
 
 
 # --------------------------------------------------------------------------- presets
@@ -115,13 +121,20 @@ PRESETS = {
         protocols=None,  # depends on the dataset's modalities: filled in by make_grid
         metrics={"classification": ["acc", "f1"], "mosi": ["acc2_non0", "f1_non0"]},
     ),
+    # DRF without each component, then the fairness grid {late_fusion, drf} x {shared missing
+    # augmentation, DRF's disruption}: a method's default cell is its drf-table run (cached).
     "drf-ablation": dict(
-        methods=["drf"], datasets=["synthetic:mvsa"],
+        methods=["drf", "late_fusion"], datasets=["synthetic:mvsa"],
         protocols=None,  # the drf-table columns, filled in by make_grid
-        variants={"full": [], "w/o quality weighting": ["method.use_quality=false"],
-                  "w/o recovery": ["method.use_recovery=false"],
-                  "recovery: sample loss only": ["method.recovery_dist_loss=false"],
-                  "recovery: distribution loss only": ["method.recovery_sample_loss=false"]},
+        variants={"full": {"drf": []},
+                  "w/o quality weighting": {"drf": ["method.use_quality=false"]},
+                  "w/o recovery": {"drf": ["method.use_recovery=false"]},
+                  "recovery: sample loss only": {"drf": ["method.recovery_dist_loss=false"]},
+                  "recovery: distribution loss only": {"drf": ["method.recovery_sample_loss=false"]},
+                  "trained with the missing augmentation": {
+                      "late_fusion": [], "drf": ["method.train_missing=true", "method.train_disruption=none"]},
+                  "trained with DRF's disruption": {
+                      "late_fusion": ["method.train_missing=false", "method.train_disruption=disrupt"], "drf": []}},
         variant_rows=True, metrics={"classification": ["acc", "f1"], "mosi": ["acc2_non0", "f1_non0"]},
     ),
     "sslmm-table": dict(
@@ -272,8 +285,10 @@ def run_grid(grid: Grid, out: str | Path, workers: int = 1, backend: str = "loca
     out = Path(out)
     start = time.perf_counter()
     jobs = grid.jobs()
-    pending = [j for j in jobs if not job_file(out, j).exists()]
-    bar = tqdm(total=len(jobs), initial=len(jobs) - len(pending), desc=f"bench {grid.name}", unit="run",
+    # one run per key: two variants may name the same run (an ablation's "full" and a grid cell)
+    pending = list({j.key: j for j in jobs if not job_file(out, j).exists()}.values())
+    done = len({j.key for j in jobs}) - len(pending)
+    bar = tqdm(total=done + len(pending), initial=done, desc=f"bench {grid.name}", unit="run",
                disable=None if progress else True)
     if backend == "ray":
         failed = _run_ray(pending, str(out), threads, bar)
@@ -285,7 +300,7 @@ def run_grid(grid: Grid, out: str | Path, workers: int = 1, backend: str = "loca
     rows = collect(out, jobs)
     if len(rows):
         atomic_write_text(out / "results.csv", rows.to_csv(index=False))
-    return BenchResult(rows, len(pending) - len(failed), len(jobs) - len(pending), failed, time.perf_counter() - start)
+    return BenchResult(rows, len(pending) - len(failed), done, failed, time.perf_counter() - start)
 
 
 def _run_serial(pending: list[Job], out: str, threads: int, bar) -> list[str]:

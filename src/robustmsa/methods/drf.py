@@ -1,45 +1,56 @@
 """DRF: Distribution-based feature Recovery and Fusion (arXiv 2511.18751, ACM MM 2024).
 
-The design of METHODS.md, for modalities m with pooled encodings f_m (per-modality encoder to d):
+The design of METHODS.md with its 2026-11-29 revision, for modalities m with pooled encodings f_m
+(per-modality encoder to d):
 
     queues    per modality a FIFO of K clean training features (`nn.queue.FeatureQueue`), filled in
-              `after_step` from the clean, present features of the step's batch; its mean and
-              shrunk covariance approximate the modality's feature distribution.
-    quality   q_m = exp(-D_m(f_m) / tau), D_m the Mahalanobis distance to the queue (option: 1 -
-              mean top-k cosine similarity); fusion weights w = softmax over the available
-              modalities of log q_m, exactly 0 for a modality a sample does not have.
+              `after_step` from the step's clean, present samples encoded without dropout (as at
+              test time, so distances have one scale); mean and shrunk covariance approximate the
+              modality's feature distribution.
+    quality   D_m the Mahalanobis distance to the queue (option: 1 - mean top-k cosine similarity);
+              reported per prediction as q_m = exp(-D_m / tau).
+    fusion    the head reads sum_m w_m f_m over the available slots, w = `nn.quality.QualityGate`:
+              softmax over the available modalities of beta_m - alpha_m * log(1 + D_m), alpha_m >= 0,
+              learned by the task loss on clean and disrupted samples. It starts at plain fusion
+              (late fusion's mean) and can stay there: being atypical is not being useless, and only
+              the task loss knows how much a corrupted modality still tells. The queue distance is
+              its only quality input, and it reads it detached (the task loss never reshapes D).
     recovery  g_m maps the present modalities (any subset S, absent ones zeroed and flagged) to
               modality m. Trained on clean samples: sample loss MSE + (1 - cos) to the true f_m
               and distribution loss MMD (multi-bandwidth RBF; option CMD) between the batch of
               g_m outputs and the queue of m. At inference a missing modality is replaced by g_m
               of the present ones; a present modality always keeps its own feature.
-    fusion    the head reads sum_m w_m f_m over the available slots; with equal weights (the
-              `use_quality=False` ablation) this is late fusion's mean of the available features.
-    training  each batch is disrupted as the `disrupt` protocol does (`missing.random_disruption`:
-              a fraction of samples lose one modality, corrupted silently or discarded); the task
-              loss is taken on the disrupted view, and the quality of each corrupted feature is
-              ranked below that of the same sample's clean feature (margin loss).
+    training  the shared training-time augmentation (`methods.base.TrainingAugmentation`); DRF's
+              default is `train_disruption=disrupt`: the `disrupt` protocol in-batch
+              (`missing.random_disruption`: a fraction of samples lose one modality, corrupted
+              silently or discarded). `late_fusion` takes the same option, so the two compare
+              under the same augmentation.
 
 Choices METHODS.md leaves open (each is stated here or is an option):
+  * No ranking (margin) loss. With the distance the only quality signal, such a loss could only
+    train the encoder, pushing corrupted features off-distribution and destroying what they still
+    carry (issue 13); a calibration of D with parameters of its own would leave each modality's
+    clean-vs-corrupted ranking, and so its AUROC, unchanged.
   * A recovered modality takes part in fusion like a present one: its slot holds g_m(S) and its
-    weight comes from the recovered feature's own quality against the queue of m (the
-    distribution loss pulls it there). So the weights are 0 exactly where a modality is neither
-    present nor recovered; with `use_recovery=False` that is every missing modality.
-  * D_m is divided by sqrt(d) (about 1 for a typical clean feature whatever d), so tau and the
-    margin mean the same at every width. Until a queue holds `queue_min` features it gives D = 0
-    (uniform weights) and the margin and distribution losses are 0.
+    weight comes from the recovered feature's own distance to the queue of m (the distribution
+    loss pulls it there). The weights are 0 exactly where a modality is neither present nor
+    recovered; with `use_recovery=False` that is every missing modality.
+  * D_m is divided by sqrt(d) (about 1 for a typical clean feature whatever d). Until a queue
+    holds `queue_min` features it gives D = 0 (uniform weights) and the distribution loss is 0.
+  * During training the gate reads the distances of a no-dropout, no-gradient pass over the same
+    augmented batch, so alpha is learned on the distance scale it meets at test time.
   * Targets of the sample loss are detached (recovery follows the features, not the reverse);
     its inputs are not, so the source encoders learn to carry what m needs.
   * Recovery training drops a random subset of the other present modalities (always keeping
     one), so g_m sees every source set it meets at test time, not only "all the others".
   * The distribution loss compares with `dist_queue_samples` random queued features (the whole
     queue would cost K^2 kernel entries per step).
-  * The queue is filled with features computed in training mode (dropout on), from the clean
-    pass of the batch, never from a disrupted or missing input.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -47,22 +58,16 @@ from torch import Tensor, nn
 from torch.nn.functional import cosine_similarity, mse_loss
 
 from robustmsa.data.batch import Batch
-from robustmsa.methods.base import Method, Output, register_method
-from robustmsa.missing import DISRUPT_MODES, random_disruption, random_modality_dropout
+from robustmsa.methods.base import Method, Output, TrainingAugmentation, register_method
+from robustmsa.missing import random_modality_dropout
 from robustmsa.nn.distribution import cmd, rbf_mmd
 from robustmsa.nn.encoders import ModalityEncoders, mlp
-from robustmsa.nn.quality import (
-    QUALITY_MEASURES,
-    Quality,
-    modality_distance,
-    quality_margin_loss,
-    score_modalities,
-)
+from robustmsa.nn.quality import QUALITY_MEASURES, Quality, QualityGate, queue_distances, uniform_weights
 from robustmsa.nn.queue import FeatureQueue
 
 
 @dataclass
-class DRFConfig:
+class DRFConfig(TrainingAugmentation):
     d: int = 256  # METHODS.md's width; pooled ("pool") encoders keep it cheap on CPU
     encoder: str = "pool"  # pool | conv | transformer (nn.encoders.SequenceEncoder)
     max_frames: int = 64  # longer sequences are window-averaged down to this length
@@ -74,22 +79,32 @@ class DRFConfig:
     # quality
     quality_measure: str = "mahalanobis"  # or "cosine" (mean top-k cosine similarity to the queue)
     top_k: int = 16
-    tau: float = 1.0
-    margin: float = 1.0  # in log-quality units
-    w_quality: float = 1.0
+    tau: float = 1.0  # reported quality q = exp(-D / tau)
+    gate_init: float = 0.01  # starting |a_m| of the fusion gate: ~0, i.e. plain fusion
     # recovery
     recovery_distance: str = "mmd"  # or "cmd"
     w_sample: float = 1.0
     w_dist: float = 1.0
     dist_queue_samples: int = 256
-    # training-time disruption (PROTOCOLS.md `disrupt`, in-batch)
-    disrupt_rate: float = 0.5
-    disrupt_mode: str = "CD"
+    # training-time augmentation (the shared options): DRF's own disruption, no missing view
+    train_missing: bool = False
+    train_disruption: str = "disrupt"
     # ablation switches
-    use_quality: bool = True  # off: equal weights over the available modalities, no margin loss
+    use_quality: bool = True  # off: plain fusion (equal weights over the available modalities)
     use_recovery: bool = True  # off: a missing modality is simply left out
     recovery_sample_loss: bool = True
     recovery_dist_loss: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.quality_measure not in QUALITY_MEASURES:
+            raise ValueError(f"drf: quality_measure {self.quality_measure!r} not one of {', '.join(QUALITY_MEASURES)}")
+        if self.recovery_distance not in ("mmd", "cmd"):
+            raise ValueError(f"drf: recovery_distance {self.recovery_distance!r} not one of mmd, cmd")
+        if self.tau <= 0:
+            raise ValueError(f"drf: tau must be > 0, got {self.tau}")
+        if self.use_recovery and not (self.recovery_sample_loss or self.recovery_dist_loss):
+            raise ValueError("drf: use_recovery needs recovery_sample_loss or recovery_dist_loss (else g is never trained)")
 
 
 @dataclass
@@ -101,44 +116,47 @@ class DRFPass:
     recovered: Tensor  # (B, M) bool
     encoded: dict[str, Tensor]  # f_m from the encoder (0 where missing)
     features: dict[str, Tensor]
-    quality: Quality
-    pred: Tensor
+    quality: Quality | None = None
+    pred: Tensor | None = None
+
+
+@contextmanager
+def as_at_test_time(module: nn.Module) -> Iterator[None]:
+    """Run `module` as at test time (eval mode: no dropout) without gradients, then restore its mode."""
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        module.train(was_training)
 
 
 @register_method("drf")
 class DRF(Method):
-    """Per-modality feature queues; quality-weighted fusion against the queued distributions;
-    recovery of missing modalities by inter-modal mappings supervised by samples and distributions."""
+    """Per-modality feature queues; fusion weighted by a learned monotone function of each
+    modality's distance to its queue; recovery of missing modalities by inter-modal mappings
+    supervised by samples and distributions."""
 
     config_class = DRFConfig
 
     def __init__(self, spec, cfg: DRFConfig):
         super().__init__(spec, cfg)
-        self._check(cfg)
         d, names = cfg.d, self.modalities
         self.encoders = ModalityEncoders(spec, d, cfg.encoder, cfg.dropout, max_frames=cfg.max_frames)
         self.queues = nn.ModuleDict({m: FeatureQueue(d, cfg.queue_size, cfg.shrinkage, cfg.queue_min) for m in names})
-        if cfg.use_recovery and len(names) > 1:
+        if cfg.use_quality:
+            self.gate = QualityGate(len(names), cfg.gate_init)
+        if self.recovers:
             # g_m reads the other modalities' slots (absent ones zeroed) plus their presence flags
             inputs = (len(names) - 1) * (d + 1)
             self.recovery = nn.ModuleDict({m: mlp(inputs, d, d, cfg.dropout) for m in names})
         self.head = mlp(d, d, self.num_outputs, cfg.dropout)
         self._pending: dict[str, Tensor] = {}  # clean features of the last training step, for the queues
 
-    @staticmethod
-    def _check(cfg: DRFConfig) -> None:
-        if cfg.quality_measure not in QUALITY_MEASURES:
-            raise ValueError(f"drf: quality_measure {cfg.quality_measure!r} not one of {', '.join(QUALITY_MEASURES)}")
-        if cfg.recovery_distance not in ("mmd", "cmd"):
-            raise ValueError(f"drf: recovery_distance {cfg.recovery_distance!r} not one of mmd, cmd")
-        if cfg.disrupt_mode not in DISRUPT_MODES:
-            raise ValueError(f"drf: disrupt_mode {cfg.disrupt_mode!r} not one of {', '.join(DISRUPT_MODES)}")
-        if not 0.0 <= cfg.disrupt_rate <= 1.0:
-            raise ValueError(f"drf: disrupt_rate must be in [0, 1], got {cfg.disrupt_rate}")
-        if cfg.tau <= 0:
-            raise ValueError(f"drf: tau must be > 0, got {cfg.tau}")
-        if cfg.use_recovery and not (cfg.recovery_sample_loss or cfg.recovery_dist_loss):
-            raise ValueError("drf: use_recovery needs recovery_sample_loss or recovery_dist_loss (else g is never trained)")
+    @property
+    def recovers(self) -> bool:
+        return self.cfg.use_recovery and len(self.modalities) > 1
 
     # --- the model ----------------------------------------------------------------------
     def forward(self, batch: Batch) -> Output:
@@ -147,21 +165,35 @@ class DRF(Method):
                   "recovered": result.recovered}
         return Output(result.pred, extras)
 
-    def run(self, batch: Batch) -> DRFPass:
+    def run(self, batch: Batch, distance: Tensor | None = None) -> DRFPass:
+        """Slots, quality, weights and prediction. `distance` (B, M): the distances the gate reads,
+        if not those of this pass's own slots (training passes those of a no-dropout pass)."""
+        slots = self.slots(batch)
+        available = slots.present | slots.recovered
+        if distance is None:
+            distance = self.distances(slots.features)
+        weights = self.gate(distance.detach(), available) if self.cfg.use_quality else uniform_weights(available)
+        slots.quality = Quality.of(distance, available, self.cfg.tau, weights)
+        slots.pred = self.fuse(slots.features, weights)
+        return slots
+
+    def slots(self, batch: Batch) -> DRFPass:
+        """Encode, and recover what is missing from what is there (a sample with nothing present
+        has nothing to recover from)."""
         _, _, encoded = self.encoders(batch)
         present = batch.present
         features = dict(encoded)
         recovered = torch.zeros_like(present)
-        if self.cfg.use_recovery and len(self.modalities) > 1:
-            # Recover from what is there; a sample with nothing present has nothing to recover from.
+        if self.recovers:
             recovered = ~present & present.any(dim=1, keepdim=True)
             for j, m in enumerate(self.modalities):
                 if bool(recovered[:, j].any()):
                     features[m] = torch.where(recovered[:, j : j + 1], self.recover(m, encoded, present), encoded[m])
-        available = present | recovered
-        quality = self.score(features, available)
-        pred = self.fuse(features, quality.weights)
-        return DRFPass(present, recovered, encoded, features, quality, pred)
+        return DRFPass(present, recovered, encoded, features)
+
+    def distances(self, features: dict[str, Tensor]) -> Tensor:
+        """(B, M) distance of each slot to its modality's queue."""
+        return queue_distances(self.queues, features, self.cfg.quality_measure, self.cfg.top_k)
 
     def recover(self, target: str, encoded: dict[str, Tensor], sources: Tensor) -> Tensor:
         """g_target from the modalities flagged in `sources` (B, M); the others are zeroed, so their
@@ -174,13 +206,8 @@ class DRF(Method):
             parts += [encoded[m] * flag, flag]
         return self.recovery[target](torch.cat(parts, dim=-1))
 
-    def score(self, features: dict[str, Tensor], available: Tensor) -> Quality:
-        cfg = self.cfg
-        return score_modalities(self.queues, features, available, cfg.tau, cfg.quality_measure, cfg.top_k,
-                                weighted=cfg.use_quality)
-
     def fuse(self, features: dict[str, Tensor], weights: Tensor) -> Tensor:
-        """Head over the quality-weighted sum of the available slots, sum_m w_m f_m (B, d)."""
+        """Head over the weighted sum of the available slots, sum_m w_m f_m (B, d)."""
         fused = sum(features[m] * weights[:, j : j + 1] for j, m in enumerate(self.modalities))
         pred = self.head(fused)
         return pred.squeeze(-1) if self.num_outputs == 1 else pred
@@ -188,20 +215,20 @@ class DRF(Method):
     # --- training -----------------------------------------------------------------------
     def loss(self, batch: Batch, phase: str) -> dict[str, Tensor]:
         cfg = self.cfg
-        _, _, clean = self.encoders(batch)  # the clean pass: recovery targets, queue entries
-        disruption = random_disruption(batch, cfg.disrupt_rate, cfg.disrupt_mode)
-        view = self.run(disruption.batch)
+        view_batch = self.training_view(batch).batch
+        _, _, clean = self.encoders(batch)  # the clean pass: recovery inputs and targets
+        with as_at_test_time(self):  # the scale of test time: queue entries, the distances the gate reads
+            _, _, plain = self.encoders(batch)
+            distance = self.distances(self.slots(view_batch).features)
+        view = self.run(view_batch, distance)
         task = self.task_loss(view.pred, batch)
-        zero = task.new_zeros(())
-        margin = self._margin(clean, view, disruption.corrupted) if cfg.use_quality else zero
-        sample, distribution = zero, zero
-        if cfg.use_recovery and len(self.modalities) > 1:
+        sample = distribution = task.new_zeros(())
+        if self.recovers:
             sample, distribution = self._recovery_losses(clean, batch.present)
-        total = task + cfg.w_quality * margin + cfg.w_sample * sample + cfg.w_dist * distribution
+        total = task + cfg.w_sample * sample + cfg.w_dist * distribution
         if self.training:
-            self._pending = {m: clean[m][batch.present[:, j]].detach() for j, m in enumerate(self.modalities)}
-        return {"loss": total, "task": task, "quality_margin": margin,
-                "recovery_sample": sample, "recovery_dist": distribution}
+            self._pending = {m: plain[m][batch.present[:, j]] for j, m in enumerate(self.modalities)}
+        return {"loss": total, "task": task, "recovery_sample": sample, "recovery_dist": distribution}
 
     def after_step(self) -> None:
         """Enqueue the last training step's clean, present features (never in eval mode)."""
@@ -209,21 +236,6 @@ class DRF(Method):
             for m, values in self._pending.items():
                 self.queues[m].push(values)
         self._pending = {}
-
-    def _margin(self, clean: dict[str, Tensor], view: DRFPass, corrupted: Tensor) -> Tensor:
-        """Clean above corrupted: for every (sample, modality) the disruption corrupted, the clean
-        feature's log-quality must beat the corrupted one's by `margin`."""
-        cfg = self.cfg
-        clean_log, corrupt_log = [], []
-        for j, m in enumerate(self.modalities):
-            rows = corrupted[:, j]
-            if not bool(rows.any()) or not self.queues[m].ready:
-                continue
-            for values, out in ((clean[m][rows], clean_log), (view.features[m][rows], corrupt_log)):
-                out.append(-modality_distance(self.queues[m], values, cfg.quality_measure, cfg.top_k) / cfg.tau)
-        if not clean_log:
-            return view.pred.sum() * 0.0
-        return quality_margin_loss(torch.cat(clean_log), torch.cat(corrupt_log), self.cfg.margin)
 
     def _recovery_losses(self, clean: dict[str, Tensor], present: Tensor) -> tuple[Tensor, Tensor]:
         """Sample loss (MSE + 1 - cos to the detached true feature) and distribution loss (MMD or
