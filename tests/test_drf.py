@@ -17,7 +17,7 @@ from robustmsa.evaluation.quality import quality_auroc
 from robustmsa.methods.base import create_method, method_class
 from robustmsa.missing import CORRUPT_FRACTION, Protocol, make_pattern, random_disruption, training_augmentation
 from robustmsa.nn.distribution import mahalanobis, rbf_mmd
-from robustmsa.nn.quality import QualityGate, fusion_weights, uniform_weights
+from robustmsa.nn.quality import QualityGate, fusion_weights, modality_distance, quality_margin_loss, uniform_weights
 from robustmsa.nn.queue import FeatureQueue, ledoit_wolf_shrinkage
 from robustmsa.training.checkpoint import load_checkpoint, load_weights, save_weights
 from robustmsa.training.trainer import Trainer
@@ -143,6 +143,8 @@ def test_fusion_weights_sum_to_one_over_available_and_are_zero_elsewhere():
         assert torch.allclose(weights[:5].sum(1), torch.ones(5)) and weights[5].sum() == 0.0
     weights = fusion_weights(log_quality, available)
     assert torch.allclose(weights[0], torch.softmax(log_quality[0], 0))  # softmax of log q = q / sum q
+    assert quality_margin_loss(torch.tensor([0.0]), torch.tensor([-2.0]), margin=1.0) == 0.0
+    assert quality_margin_loss(torch.tensor([0.0]), torch.tensor([-0.25]), margin=1.0) == pytest.approx(0.75)
 
 
 def test_quality_gate_starts_at_plain_fusion_and_is_monotone_in_the_distance():
@@ -263,7 +265,7 @@ def test_recovery_losses_learn_toward_detached_targets(tiny, distance):
     method = warmed(tiny, recovery_distance=distance)
     torch.manual_seed(0)
     terms = method.loss(complete_batch(tiny), "train")
-    assert set(terms) == {"loss", "task", "recovery_sample", "recovery_dist"}
+    assert set(terms) == {"loss", "task", "quality_ranking", "recovery_sample", "recovery_dist"}
     assert terms["recovery_sample"] > 0 and terms["recovery_dist"] > 0
     recovery = list(method.recovery.parameters())
     grads = torch.autograd.grad(terms["recovery_sample"] + terms["recovery_dist"], recovery, allow_unused=True)
@@ -284,7 +286,7 @@ def test_each_switch_removes_its_term_and_every_remaining_parameter_trains(switc
     torch.manual_seed(1)
     terms = method.loss(complete_batch(pooled), "train")
     assert all(terms[name].item() == 0.0 for name in SWITCHES[switch])
-    assert all(terms[name].item() > 0.0 for name in set(terms) - set(SWITCHES[switch]))
+    assert all(terms[name].item() > 0.0 for name in set(terms) - set(SWITCHES[switch]) - {"quality_ranking"})
     terms["loss"].backward()
     silent = [n for n, p in method.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
     assert not silent
@@ -309,6 +311,29 @@ def test_the_gate_reads_the_distance_detached_and_learns_from_the_task(pooled):
     terms = method.loss(batch, "train")
     slope, bias = torch.autograd.grad(terms["task"], [method.gate.slope, method.gate.bias])
     assert slope.abs().sum() > 0 and bias.abs().sum() > 0
+
+
+def test_the_ranking_loss_trains_the_scorer_and_never_the_features(pooled):
+    method = warmed(pooled)
+    torch.manual_seed(3)
+    terms = method.loss(complete_batch(pooled), "train")
+    assert terms["quality_ranking"] > 0  # untrained: corrupted features are not yet ranked below clean ones
+    scorer = [p for n, p in method.named_parameters() if n.startswith("emphasis.")]
+    others = [p for n, p in method.named_parameters() if not n.startswith("emphasis.")]
+    grads = torch.autograd.grad(terms["quality_ranking"], scorer + others, allow_unused=True)
+    assert all(g.abs().sum() > 0 for g in grads[: len(scorer)])  # one set of direction weights per modality
+    assert all(g is None or g.abs().sum() == 0 for g in grads[len(scorer):])
+
+
+def test_direction_weights_of_one_are_the_plain_mahalanobis_distance():
+    generator = torch.Generator().manual_seed(4)
+    queue = FeatureQueue(dim=5, size=50, min_count=2)
+    queue.push(torch.randn(50, 5, generator=generator) @ torch.randn(5, 5, generator=generator))
+    x = torch.randn(7, 5, generator=generator)
+    assert torch.allclose(modality_distance(queue, x, emphasis=torch.ones(5)), queue.mahalanobis(x), atol=1e-4)
+    # all the weight on one whitened direction: the distance along that direction only
+    one = modality_distance(queue, x, emphasis=torch.tensor([5.0, 0, 0, 0, 0]))
+    assert torch.allclose(one, queue.whiten(x)[:, 0].abs(), atol=1e-4)
 
 
 def test_a_gate_that_trusts_the_distance_moves_weight_off_a_far_modality(pooled):

@@ -7,8 +7,9 @@ The design of METHODS.md with its 2026-11-29 revision, for modalities m with poo
               `after_step` from the step's clean, present samples encoded without dropout (as at
               test time, so distances have one scale); mean and shrunk covariance approximate the
               modality's feature distribution.
-    quality   D_m the Mahalanobis distance to the queue (option: 1 - mean top-k cosine similarity);
-              reported per prediction as q_m = exp(-D_m / tau).
+    quality   D_m the Mahalanobis distance to the queue, its whitened directions weighted by the
+              scorer (option: 1 - mean top-k cosine similarity); reported per prediction as
+              q_m = exp(-D_m / tau). A ranking loss on detached features trains the scorer.
     fusion    the head reads sum_m w_m f_m over the available slots, w = `nn.quality.QualityGate`:
               softmax over the available modalities of beta_m - alpha_m * log(1 + D_m), alpha_m >= 0,
               learned by the task loss on clean and disrupted samples. It starts at plain fusion
@@ -27,10 +28,11 @@ The design of METHODS.md with its 2026-11-29 revision, for modalities m with poo
               under the same augmentation.
 
 Choices METHODS.md leaves open (each is stated here or is an option):
-  * No ranking (margin) loss. With the distance the only quality signal, such a loss could only
-    train the encoder, pushing corrupted features off-distribution and destroying what they still
-    carry (issue 13); a calibration of D with parameters of its own would leave each modality's
-    clean-vs-corrupted ranking, and so its AUROC, unchanged.
+  * The ranking (margin) loss trains the scorer, never the features (issue 13): both the clean
+    and the corrupted features it compares come from the no-gradient pass, and its only
+    parameters are the weights of the queue's whitened directions in the Mahalanobis distance
+    (`nn.quality.DirectionWeights`, all 1 at first: the plain distance). Training the encoder to
+    rank instead pushed corrupted features off-distribution, destroying what they still carry.
   * A recovered modality takes part in fusion like a present one: its slot holds g_m(S) and its
     weight comes from the recovered feature's own distance to the queue of m (the distribution
     loss pulls it there). The weights are 0 exactly where a modality is neither present nor
@@ -62,7 +64,16 @@ from robustmsa.methods.base import Method, Output, TrainingAugmentation, registe
 from robustmsa.missing import random_modality_dropout
 from robustmsa.nn.distribution import cmd, rbf_mmd
 from robustmsa.nn.encoders import ModalityEncoders, mlp
-from robustmsa.nn.quality import QUALITY_MEASURES, Quality, QualityGate, queue_distances, uniform_weights
+from robustmsa.nn.quality import (
+    QUALITY_MEASURES,
+    DirectionWeights,
+    Quality,
+    QualityGate,
+    modality_distance,
+    quality_margin_loss,
+    standardized_input,
+    uniform_weights,
+)
 from robustmsa.nn.queue import FeatureQueue
 
 
@@ -77,10 +88,13 @@ class DRFConfig(TrainingAugmentation):
     queue_min: int = 16  # a queue scores nothing until it holds this many features
     shrinkage: float | None = None  # None: Ledoit-Wolf; else a fixed weight of the scaled identity
     # quality
+    quality_space: str = "input"  # input: the standardized input (`standardized_input`); feature: f_m
     quality_measure: str = "mahalanobis"  # or "cosine" (mean top-k cosine similarity to the queue)
     top_k: int = 16
     tau: float = 1.0  # reported quality q = exp(-D / tau)
     gate_init: float = 0.01  # starting |a_m| of the fusion gate: ~0, i.e. plain fusion
+    margin: float = 1.0  # ranking loss: clean D below corrupted D by this much (a typical D is ~1)
+    w_quality: float = 1.0  # weight of the ranking loss (it trains the scorer's direction weights only)
     # recovery
     recovery_distance: str = "mmd"  # or "cmd"
     w_sample: float = 1.0
@@ -99,6 +113,8 @@ class DRFConfig(TrainingAugmentation):
         super().__post_init__()
         if self.quality_measure not in QUALITY_MEASURES:
             raise ValueError(f"drf: quality_measure {self.quality_measure!r} not one of {', '.join(QUALITY_MEASURES)}")
+        if self.quality_space not in ("input", "feature"):
+            raise ValueError(f"drf: quality_space {self.quality_space!r} not one of input, feature")
         if self.recovery_distance not in ("mmd", "cmd"):
             raise ValueError(f"drf: recovery_distance {self.recovery_distance!r} not one of mmd, cmd")
         if self.tau <= 0:
@@ -145,14 +161,22 @@ class DRF(Method):
         d, names = cfg.d, self.modalities
         self.encoders = ModalityEncoders(spec, d, cfg.encoder, cfg.dropout, max_frames=cfg.max_frames)
         self.queues = nn.ModuleDict({m: FeatureQueue(d, cfg.queue_size, cfg.shrinkage, cfg.queue_min) for m in names})
+        dims = [d] * len(names)
+        if cfg.quality_space == "input":
+            dims = [m.dim for m in spec.modalities]
+            self.input_queues = nn.ModuleDict({m.name: FeatureQueue(m.dim, cfg.queue_size, cfg.shrinkage, cfg.queue_min)
+                                               for m in spec.modalities})
         if cfg.use_quality:
             self.gate = QualityGate(len(names), cfg.gate_init)
+        if cfg.quality_measure == "mahalanobis":
+            self.emphasis = DirectionWeights(dims)  # the quality scorer's own parameters
         if self.recovers:
             # g_m reads the other modalities' slots (absent ones zeroed) plus their presence flags
             inputs = (len(names) - 1) * (d + 1)
             self.recovery = nn.ModuleDict({m: mlp(inputs, d, d, cfg.dropout) for m in names})
         self.head = mlp(d, d, self.num_outputs, cfg.dropout)
         self._pending: dict[str, Tensor] = {}  # clean features of the last training step, for the queues
+        self._pending_inputs: dict[str, Tensor] = {}  # and their standardized inputs, for the input queues
 
     @property
     def recovers(self) -> bool:
@@ -171,7 +195,7 @@ class DRF(Method):
         slots = self.slots(batch)
         available = slots.present | slots.recovered
         if distance is None:
-            distance = self.distances(slots.features)
+            distance = self.distances(batch, slots)
         weights = self.gate(distance.detach(), available) if self.cfg.use_quality else uniform_weights(available)
         slots.quality = Quality.of(distance, available, self.cfg.tau, weights)
         slots.pred = self.fuse(slots.features, weights)
@@ -191,9 +215,34 @@ class DRF(Method):
                     features[m] = torch.where(recovered[:, j : j + 1], self.recover(m, encoded, present), encoded[m])
         return DRFPass(present, recovered, encoded, features)
 
-    def distances(self, features: dict[str, Tensor]) -> Tensor:
-        """(B, M) distance of each slot to its modality's queue."""
-        return queue_distances(self.queues, features, self.cfg.quality_measure, self.cfg.top_k)
+    def scored(self, batch: Batch, features: dict[str, Tensor]) -> dict[str, Tensor]:
+        """What quality is measured on, per modality: the standardized input, or the features."""
+        if self.cfg.quality_space == "feature":
+            return features
+        return {m: standardized_input(batch.features[m], batch.frame_mask[m]) for m in self.modalities}
+
+    def distances(self, batch: Batch, slots: DRFPass) -> Tensor:
+        """(B, M) distance of each modality to its queue. A recovered modality has no input of its
+        own: its distance is that of the recovered feature to the feature queue (about 1 when
+        typical, the scale of every distance here)."""
+        scored = self.scored(batch, slots.features)
+        columns = []
+        for j, m in enumerate(self.modalities):
+            distance = self.distance(j, scored[m])
+            rows = slots.recovered[:, j]
+            if self.cfg.quality_space == "input" and bool(rows.any()):
+                own = modality_distance(self.queues[m], slots.features[m], self.cfg.quality_measure, self.cfg.top_k)
+                distance = torch.where(rows, own, distance)
+            columns.append(distance)
+        return torch.stack(columns, dim=1)
+
+    def distance(self, index: int, values: Tensor) -> Tensor:
+        """D of modality `index` for the rows of `values` (B, dim) in the quality space, with the
+        scorer's direction weights."""
+        cfg, m = self.cfg, self.modalities[index]
+        queue = self.input_queues[m] if cfg.quality_space == "input" else self.queues[m]
+        emphasis = self.emphasis(index) if cfg.quality_measure == "mahalanobis" else None
+        return modality_distance(queue, values, cfg.quality_measure, cfg.top_k, emphasis)
 
     def recover(self, target: str, encoded: dict[str, Tensor], sources: Tensor) -> Tensor:
         """g_target from the modalities flagged in `sources` (B, M); the others are zeroed, so their
@@ -215,27 +264,50 @@ class DRF(Method):
     # --- training -----------------------------------------------------------------------
     def loss(self, batch: Batch, phase: str) -> dict[str, Tensor]:
         cfg = self.cfg
-        view_batch = self.training_view(batch).batch
+        augmented = self.training_view(batch)
         _, _, clean = self.encoders(batch)  # the clean pass: recovery inputs and targets
-        with as_at_test_time(self):  # the scale of test time: queue entries, the distances the gate reads
+        with as_at_test_time(self):  # the scale of test time: queue entries, what the scorer scores
             _, _, plain = self.encoders(batch)
-            distance = self.distances(self.slots(view_batch).features)
-        view = self.run(view_batch, distance)
+            slots = self.slots(augmented.batch)
+        distance = self.distances(augmented.batch, slots)  # gradients reach the scorer only
+        view = self.run(augmented.batch, distance)
         task = self.task_loss(view.pred, batch)
+        scored = self.scored(batch, plain)  # clean, fixed
+        ranking = self._ranking(scored, distance, augmented.corrupted)
         sample = distribution = task.new_zeros(())
         if self.recovers:
             sample, distribution = self._recovery_losses(clean, batch.present)
-        total = task + cfg.w_sample * sample + cfg.w_dist * distribution
+        total = task + cfg.w_quality * ranking + cfg.w_sample * sample + cfg.w_dist * distribution
         if self.training:
             self._pending = {m: plain[m][batch.present[:, j]] for j, m in enumerate(self.modalities)}
-        return {"loss": total, "task": task, "recovery_sample": sample, "recovery_dist": distribution}
+            if self.cfg.quality_space == "input":
+                self._pending_inputs = {m: scored[m][batch.present[:, j]] for j, m in enumerate(self.modalities)}
+        return {"loss": total, "task": task, "quality_ranking": ranking,
+                "recovery_sample": sample, "recovery_dist": distribution}
 
     def after_step(self) -> None:
         """Enqueue the last training step's clean, present features (never in eval mode)."""
         if self.training:
             for m, values in self._pending.items():
                 self.queues[m].push(values)
-        self._pending = {}
+            for m, values in self._pending_inputs.items():
+                self.input_queues[m].push(values)
+        self._pending, self._pending_inputs = {}, {}
+
+    def _ranking(self, clean: dict[str, Tensor], corrupted_distance: Tensor, corrupted: Tensor) -> Tensor:
+        """Clean above corrupted: for every (sample, modality) the augmentation corrupted, the clean
+        one's log-quality -D/tau must beat the corrupted one's by `margin`. Both are inputs or
+        no-gradient features, so this trains the scorer's direction weights and nothing else."""
+        clean_log, corrupt_log = [], []
+        for j, m in enumerate(self.modalities):
+            rows = corrupted[:, j]
+            if not (hasattr(self, "emphasis") and bool(rows.any())):
+                continue
+            clean_log.append(-self.distance(j, clean[m][rows]) / self.cfg.tau)
+            corrupt_log.append(-corrupted_distance[rows, j] / self.cfg.tau)
+        if not clean_log:
+            return corrupted_distance.new_zeros(())
+        return quality_margin_loss(torch.cat(clean_log), torch.cat(corrupt_log), self.cfg.margin)
 
     def _recovery_losses(self, clean: dict[str, Tensor], present: Tensor) -> tuple[Tensor, Tensor]:
         """Sample loss (MSE + 1 - cos to the detached true feature) and distribution loss (MMD or

@@ -3,7 +3,9 @@
 A feature far from its modality's clean training distribution (held by a `FeatureQueue`) is
 probably corrupted. D_m is the (per-dimension) Mahalanobis distance to the queue, or 1 - the mean
 of the top-k cosine similarities to the queued features; the reported quality is
-q_m = exp(-D_m / tau), in (0, 1].
+q_m = exp(-D_m / tau), in (0, 1]. The Mahalanobis distance may weight the queue's whitened
+directions (`DirectionWeights`): the scorer's own parameters, which a ranking loss on detached
+features can train to look where corruption shows, without ever moving the features.
 
 Being atypical is not the same as being useless: a modality with half its elements zeroed can
 still tell more than a clean weak one. So the fusion weights are not a fixed function of D but a
@@ -19,29 +21,54 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from robustmsa.nn.encoders import masked_mean
 from robustmsa.nn.queue import FeatureQueue
 
 QUALITY_MEASURES = ("mahalanobis", "cosine")
 
 
-def modality_distance(queue: FeatureQueue, features: Tensor, measure: str = "mahalanobis", top_k: int = 16) -> Tensor:
+def modality_distance(queue: FeatureQueue, features: Tensor, measure: str = "mahalanobis", top_k: int = 16,
+                      emphasis: Tensor | None = None) -> Tensor:
     """D_m for each row of `features` (B, d): 0 while the queue is not ready (no reference yet,
-    so every feature counts as typical and fusion stays uniform)."""
+    so every feature counts as typical and fusion stays uniform). `emphasis` (d,), mean 1: the
+    weight of each whitened direction in the Mahalanobis distance (None: all 1, the plain one)."""
     if not queue.ready:
         return features.new_zeros(features.shape[0])
     if measure == "mahalanobis":
-        return queue.mahalanobis(features)
+        if emphasis is None:
+            return queue.mahalanobis(features)
+        return ((queue.whiten(features).pow(2) * emphasis).mean(-1).clamp_min(0.0) + 1e-12).sqrt()
     if measure == "cosine":
         return 1.0 - queue.top_k_cosine(features, top_k)
     raise ValueError(f"quality measure {measure!r}: expected one of {', '.join(QUALITY_MEASURES)}")
 
 
-def queue_distances(
-    queues: dict[str, FeatureQueue] | nn.ModuleDict, features: dict[str, Tensor], measure: str = "mahalanobis",
-    top_k: int = 16,
-) -> Tensor:
-    """(B, M): D_m of each modality's feature against its own queue, in the order of `features`."""
-    return torch.stack([modality_distance(queues[m], f, measure, top_k) for m, f in features.items()], dim=1)
+def standardized_input(features: Tensor, frame_mask: Tensor) -> Tensor:
+    """A modality's input as one vector on a fixed scale, with no parameters: each frame
+    standardized across its elements (layer norm without affine), then the mean over valid frames:
+    (B, L, D), (B, L) -> (B, D). Corruption (zeroed elements or frames) shows here whatever the
+    encoder learns, and nothing a loss does can hide it.
+    """
+    return masked_mean(nn.functional.layer_norm(features, features.shape[-1:]), frame_mask)
+
+
+class DirectionWeights(nn.Module):
+    """Per modality, a learned weight of each whitened direction of its queue in the Mahalanobis
+    distance: dim * softmax(v_m), mean 1, starting at 1 everywhere (the plain distance)."""
+
+    def __init__(self, dims: list[int]):
+        super().__init__()
+        self.logits = nn.ParameterList([nn.Parameter(torch.zeros(dim)) for dim in dims])
+
+    def forward(self, index: int) -> Tensor:
+        logits = self.logits[index]
+        return torch.softmax(logits, dim=-1) * logits.shape[0]
+
+
+def quality_margin_loss(log_quality_clean: Tensor, log_quality_corrupted: Tensor, margin: float) -> Tensor:
+    """Ranking loss on paired features (the same sample clean and corrupted): the clean one's
+    log-quality should exceed the corrupted one's by at least `margin`. Mean of the hinge."""
+    return torch.relu(margin - (log_quality_clean - log_quality_corrupted)).mean()
 
 
 def fusion_weights(logits: Tensor, available: Tensor) -> Tensor:

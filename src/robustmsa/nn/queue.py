@@ -108,6 +108,12 @@ class FeatureQueue(nn.Module):
         `distribution.mahalanobis`): (B, d) -> (B,), about 1 for a typical queued feature."""
         return mahalanobis(x, self.mean, self.precision)
 
+    def whiten(self, x: Tensor) -> Tensor:
+        """Coordinates in which the queue's distribution is white: (x - mean) L with L L^T the
+        precision (Cholesky, in float64), so ||row||^2 / d is the squared `mahalanobis`: (B, d) -> (B, d)."""
+        factor = torch.linalg.cholesky(self.precision.double()).to(x.dtype)
+        return (x - self.mean) @ factor
+
     def top_k_cosine(self, x: Tensor, k: int) -> Tensor:
         """Mean of the k largest cosine similarities between each row and the queue: (B, d) -> (B,)."""
         held = nn.functional.normalize(self.contents(), dim=-1)
