@@ -59,7 +59,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.functional import cosine_similarity, mse_loss
 
-from robustmsa.data.batch import Batch
+from robustmsa.data.batch import Batch, SplitTensors
 from robustmsa.methods.base import Method, Output, TrainingAugmentation, register_method
 from robustmsa.missing import random_modality_dropout
 from robustmsa.nn.distribution import cmd, rbf_mmd
@@ -176,7 +176,6 @@ class DRF(Method):
             self.recovery = nn.ModuleDict({m: mlp(inputs, d, d, cfg.dropout) for m in names})
         self.head = mlp(d, d, self.num_outputs, cfg.dropout)
         self._pending: dict[str, Tensor] = {}  # clean features of the last training step, for the queues
-        self._pending_inputs: dict[str, Tensor] = {}  # and their standardized inputs, for the input queues
 
     @property
     def recovers(self) -> bool:
@@ -262,6 +261,23 @@ class DRF(Method):
         return pred.squeeze(-1) if self.num_outputs == 1 else pred
 
     # --- training -----------------------------------------------------------------------
+    def prepare(self, train: SplitTensors) -> None:
+        """Fill the input queues once with the standardized inputs of K random clean training
+        samples: inputs do not change during training, so neither does their distribution, and
+        quality is scored from the first step on."""
+        if self.cfg.quality_space != "input":
+            return
+        parts: dict[str, list[Tensor]] = {m: [] for m in self.modalities}
+        for batch in train.batches(256):
+            for j, m in enumerate(self.modalities):
+                parts[m].append(standardized_input(batch.features[m], batch.frame_mask[m])[batch.present[:, j]])
+        was_training = self.training
+        self.train()  # a queue only grows in training mode
+        for m, values in parts.items():
+            values = torch.cat(values)
+            self.input_queues[m].push(values[torch.randperm(len(values))[: self.cfg.queue_size]])
+        self.train(was_training)
+
     def loss(self, batch: Batch, phase: str) -> dict[str, Tensor]:
         cfg = self.cfg
         augmented = self.training_view(batch)
@@ -280,8 +296,6 @@ class DRF(Method):
         total = task + cfg.w_quality * ranking + cfg.w_sample * sample + cfg.w_dist * distribution
         if self.training:
             self._pending = {m: plain[m][batch.present[:, j]] for j, m in enumerate(self.modalities)}
-            if self.cfg.quality_space == "input":
-                self._pending_inputs = {m: scored[m][batch.present[:, j]] for j, m in enumerate(self.modalities)}
         return {"loss": total, "task": task, "quality_ranking": ranking,
                 "recovery_sample": sample, "recovery_dist": distribution}
 
@@ -290,9 +304,7 @@ class DRF(Method):
         if self.training:
             for m, values in self._pending.items():
                 self.queues[m].push(values)
-            for m, values in self._pending_inputs.items():
-                self.input_queues[m].push(values)
-        self._pending, self._pending_inputs = {}, {}
+        self._pending = {}
 
     def _ranking(self, clean: dict[str, Tensor], corrupted_distance: Tensor, corrupted: Tensor) -> Tensor:
         """Clean above corrupted: for every (sample, modality) the augmentation corrupted, the clean
