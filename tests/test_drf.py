@@ -144,8 +144,9 @@ def test_fusion_weights_sum_to_one_over_available_and_are_zero_elsewhere():
         assert torch.allclose(weights[:5].sum(1), torch.ones(5)) and weights[5].sum() == 0.0
     weights = fusion_weights(log_quality, available)
     assert torch.allclose(weights[0], torch.softmax(log_quality[0], 0))  # softmax of log q = q / sum q
-    assert quality_margin_loss(torch.tensor([0.0]), torch.tensor([-2.0]), margin=1.0) == 0.0
-    assert quality_margin_loss(torch.tensor([0.0]), torch.tensor([-0.25]), margin=1.0) == pytest.approx(0.75)
+    ranked = [quality_margin_loss(torch.tensor([0.0]), torch.tensor([-gap]), margin=1.0).item() for gap in (-1, 0, 1, 3, 8)]
+    assert ranked == sorted(ranked, reverse=True) and ranked[-1] < 1e-3 < ranked[-2]  # fades past the margin
+    assert ranked[2] == pytest.approx(torch.nn.functional.softplus(torch.tensor(0.0)).item())  # log 2 at the margin
 
 
 def test_quality_gate_starts_at_plain_fusion_and_is_monotone_in_the_distance():

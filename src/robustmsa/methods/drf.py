@@ -28,10 +28,11 @@ The design of METHODS.md with its 2026-11-29 revision, for modalities m with poo
               under the same augmentation.
 
 Choices METHODS.md leaves open (each is stated here or is an option):
-  * The ranking (margin) loss trains the scorer, never the features (issue 13): both the clean
-    and the corrupted features it compares come from the no-gradient pass, and its only
-    parameters are the weights of the queue's whitened directions in the Mahalanobis distance
-    (`nn.quality.DirectionWeights`, all 1 at first: the plain distance). Training the encoder to
+  * The ranking (margin) loss trains the scorer, never the features (issue 13): it compares
+    standardized inputs (or no-gradient features), and its only parameters are the weights of the
+    queue's whitened directions in the Mahalanobis distance (`nn.quality.DirectionWeights`, all 1
+    at first: the plain distance). Its pairs are its own (each sample clean and with one modality
+    corrupted), so the scorer learns under any training augmentation. Training the encoder to
     rank instead pushed corrupted features off-distribution, destroying what they still carry.
   * A recovered modality takes part in fusion like a present one: its slot holds g_m(S) and its
     weight comes from the recovered feature's own distance to the queue of m (the distribution
@@ -61,7 +62,7 @@ from torch.nn.functional import cosine_similarity, mse_loss
 
 from robustmsa.data.batch import Batch, SplitTensors
 from robustmsa.methods.base import Method, Output, TrainingAugmentation, register_method
-from robustmsa.missing import random_modality_dropout
+from robustmsa.missing import random_disruption, random_modality_dropout
 from robustmsa.nn.distribution import cmd, rbf_mmd
 from robustmsa.nn.encoders import ModalityEncoders, mlp
 from robustmsa.nn.quality import (
@@ -280,16 +281,15 @@ class DRF(Method):
 
     def loss(self, batch: Batch, phase: str) -> dict[str, Tensor]:
         cfg = self.cfg
-        augmented = self.training_view(batch)
+        augmented = self.training_view(batch).batch
         _, _, clean = self.encoders(batch)  # the clean pass: recovery inputs and targets
-        with as_at_test_time(self):  # the scale of test time: queue entries, what the scorer scores
+        with as_at_test_time(self):  # the scale of test time: queue entries, the gate's distances
             _, _, plain = self.encoders(batch)
-            slots = self.slots(augmented.batch)
-        distance = self.distances(augmented.batch, slots)  # gradients reach the scorer only
-        view = self.run(augmented.batch, distance)
+            slots = self.slots(augmented)
+            distance = self.distances(augmented, slots)
+        view = self.run(augmented, distance)
         task = self.task_loss(view.pred, batch)
-        scored = self.scored(batch, plain)  # clean, fixed
-        ranking = self._ranking(scored, distance, augmented.corrupted)
+        ranking = self._ranking(batch, plain) if hasattr(self, "emphasis") else task.new_zeros(())
         sample = distribution = task.new_zeros(())
         if self.recovers:
             sample, distribution = self._recovery_losses(clean, batch.present)
@@ -306,19 +306,26 @@ class DRF(Method):
                 self.queues[m].push(values)
         self._pending = {}
 
-    def _ranking(self, clean: dict[str, Tensor], corrupted_distance: Tensor, corrupted: Tensor) -> Tensor:
-        """Clean above corrupted: for every (sample, modality) the augmentation corrupted, the clean
-        one's log-quality -D/tau must beat the corrupted one's by `margin`. Both are inputs or
-        no-gradient features, so this trains the scorer's direction weights and nothing else."""
+    def _ranking(self, batch: Batch, plain: dict[str, Tensor]) -> Tensor:
+        """Clean above corrupted, on pairs of its own: every sample with one present modality
+        corrupted (`random_disruption` at rate 1, mode C), whatever the training augmentation is;
+        the clean one's log-quality -D/tau must beat the corrupted one's by `margin`. Both sides
+        are inputs or no-gradient features, so this trains the scorer's direction weights only."""
+        hit = random_disruption(batch, 1.0, "C")
+        clean = self.scored(batch, plain)
+        if self.cfg.quality_space == "input":
+            corrupted = self.scored(hit.batch, plain)
+        else:
+            with as_at_test_time(self):
+                corrupted = self.encoders(hit.batch)[2]
         clean_log, corrupt_log = [], []
         for j, m in enumerate(self.modalities):
-            rows = corrupted[:, j]
-            if not (hasattr(self, "emphasis") and bool(rows.any())):
-                continue
-            clean_log.append(-self.distance(j, clean[m][rows]) / self.cfg.tau)
-            corrupt_log.append(-corrupted_distance[rows, j] / self.cfg.tau)
+            rows = hit.corrupted[:, j]
+            if bool(rows.any()):
+                clean_log.append(-self.distance(j, clean[m][rows]) / self.cfg.tau)
+                corrupt_log.append(-self.distance(j, corrupted[m][rows]) / self.cfg.tau)
         if not clean_log:
-            return corrupted_distance.new_zeros(())
+            return plain[self.modalities[0]].new_zeros(())
         return quality_margin_loss(torch.cat(clean_log), torch.cat(corrupt_log), self.cfg.margin)
 
     def _recovery_losses(self, clean: dict[str, Tensor], present: Tensor) -> tuple[Tensor, Tensor]:

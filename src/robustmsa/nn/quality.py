@@ -67,8 +67,10 @@ class DirectionWeights(nn.Module):
 
 def quality_margin_loss(log_quality_clean: Tensor, log_quality_corrupted: Tensor, margin: float) -> Tensor:
     """Ranking loss on paired features (the same sample clean and corrupted): the clean one's
-    log-quality should exceed the corrupted one's by at least `margin`. Mean of the hinge."""
-    return torch.relu(margin - (log_quality_clean - log_quality_corrupted)).mean()
+    log-quality should exceed the corrupted one's by `margin`. Mean of a smooth hinge,
+    softplus(margin - gap): it fades once the gap is well past the margin but never stops at an
+    exact 0, so the scorer keeps a gradient on every pair."""
+    return nn.functional.softplus(margin - (log_quality_clean - log_quality_corrupted)).mean()
 
 
 def fusion_weights(logits: Tensor, available: Tensor) -> Tensor:
