@@ -421,7 +421,7 @@ def _ridge_acc2_non0(ds, modalities, alpha: float = 300.0) -> float:
 
 
 def test_planted_structure_text_strong_and_fusion_helps():
-    ds = synthesize("mosi", n=1200, seed=0)
+    ds = synthesize("mosi", n=1200, seed=0, version=1)  # v2's structure: tests/test_synthetic_v2.py
     text = _ridge_acc2_non0(ds, ["text"])
     audio = _ridge_acc2_non0(ds, ["audio"])
     everything = _ridge_acc2_non0(ds, ["text", "audio", "vision"])

@@ -47,10 +47,10 @@ def test_same_seed_same_numbers_other_seed_other_numbers(dataset, tmp_path):
 def test_best_checkpoint_is_selected_on_validation(dataset, tmp_path):
     result = Trainer(tmp_path, verbose=False).fit(run_config(), dataset, seed=0)
     log = [json.loads(line) for line in (result.path / "log.jsonl").read_text().splitlines()]
-    best_epoch = int(np.argmin([r["valid"]["mae"] for r in log])) + 1
+    best_epoch = int(np.argmax([r["selection"]["score"] for r in log])) + 1  # tests/test_selection.py: the score
     saved = json.loads((result.path / "metrics.json").read_text())
     assert saved["epoch"] == best_epoch
-    assert saved["valid"]["mae"] == pytest.approx(min(r["valid"]["mae"] for r in log))
+    assert saved["valid"]["mae"] == pytest.approx(log[best_epoch - 1]["valid"]["mae"])
     reloaded = evaluate(load_checkpoint(result.path).method, dataset, "valid")
     assert reloaded["mae"] == pytest.approx(saved["valid"]["mae"], abs=1e-5)
     assert not any("test" in r for r in log)  # the test split is never looked at while training

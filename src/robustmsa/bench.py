@@ -241,6 +241,7 @@ def run_job(job: Job, out: str, threads: int = 0) -> list[dict]:
         "dataset": job.data, "variant": job.variant, "data_sha256": dataset.source_hash,
         "config_hash": run.hash(dataset.source_hash), "trained": not result.skipped,
         "train_seconds": round(result.seconds, 2), "job": job.key,
+        "selection": run.train.selection_rule(), "budget": run.budget(),
         # Float reductions depend on the thread count: transformer methods trained with 1 and 2
         # threads differ (same seed). Recorded so a table says which it used.
         "torch_threads": torch.get_num_threads(),

@@ -42,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--raw", action="store_true", help="mvsa only: a raw MVSA-Single folder (JPEG images, "
                        "texts, labelResultAll.txt; --n default 300) for `robustmsa features`")
+    _add_synth_knobs(synth)
 
     features = sub.add_parser("features", help="compute features from raw inputs (image-text posts, WAV audio)")
     features_sub = features.add_subparsers(dest="features_command", required=True)
@@ -188,6 +189,27 @@ def cmd_methods(args) -> int:
     return 0
 
 
+def _add_synth_knobs(synth) -> None:
+    """`--version` and one `--<knob> value` per version-2 knob (default: the knob's default)."""
+    import dataclasses
+
+    from robustmsa.data.synthetic import DEFAULT_VERSION, VERSIONS
+    from robustmsa.data.synthetic_v2 import Knobs
+
+    synth.add_argument("--version", type=int, default=DEFAULT_VERSION, choices=VERSIONS,
+                       help="2: localized cues, per-sample quality, cross-modal label term (default); 1: the first generator")
+    for knob in dataclasses.fields(Knobs):
+        synth.add_argument(f"--{knob.name.replace('_', '-')}", dest=f"knob_{knob.name}", default=None, metavar="V",
+                           help=f"version 2 knob (default {knob.default})")
+
+
+def _synth_knobs(args):
+    from robustmsa.data.synthetic_v2 import Knobs
+
+    given = {k.removeprefix("knob_"): v for k, v in vars(args).items() if k.startswith("knob_") and v is not None}
+    return Knobs.from_strings(given) if given else None
+
+
 def cmd_data(args) -> int:
     from robustmsa.data import describe, load_dataset
     from robustmsa.data.synthetic import write_synthetic
@@ -206,7 +228,7 @@ def cmd_data(args) -> int:
         path = write_raw_mvsa(args.out, n=args.n or 300, seed=args.seed)
         print(f"wrote {path} ({time.perf_counter() - start:.1f}s)")
         return 0
-    path = write_synthetic(args.like, args.out, n=args.n, seed=args.seed)
+    path = write_synthetic(args.like, args.out, n=args.n, seed=args.seed, version=args.version, knobs=_synth_knobs(args))
     print(f"wrote {path} ({time.perf_counter() - start:.1f}s)")
     return 0
 

@@ -19,6 +19,9 @@ class ConfigError(ValueError):
     """A bad option: unknown key, wrong type or value out of range. One line."""
 
 
+SELECT_RULES = ("mixed", "complete", "missing")
+
+
 @dataclass
 class TrainConfig:
     epochs: int = 30
@@ -28,7 +31,16 @@ class TrainConfig:
     grad_clip: float = 1.0
     patience: int = 6  # epochs without validation improvement before stopping
     eval_batch_size: int = 256
-    valid_protocol: str = "none"  # protocol applied to the validation split for model selection
+    # Model selection (early stopping, best checkpoint) on the validation split: "mixed" = mean of
+    # the primary metric on complete validation and on validation under `select_protocol` (masks
+    # seeded by the run seed: the same for every method); "complete" / "missing" = one of the two.
+    # modality:0.3 = a moderate, whole-modality rate inside the modality curve's 0..0.7 range, so
+    # the chosen checkpoint must hold up when modalities go missing, not only on complete data.
+    select_on: str = "mixed"
+    select_protocol: str = "modality:0.3"
+    # labeled_ratio < 1: supervised phases draw labeled rows with replacement until an epoch has as
+    # many optimizer steps as a full-data epoch (a baseline is not under-trained next to SSL)
+    equal_budget: bool = True
     num_threads: int = 0  # torch intra-op threads; 0 keeps torch's default
 
     def validate(self) -> None:
@@ -39,6 +51,22 @@ class TrainConfig:
             raise ConfigError(f"train.lr must be > 0, got {self.lr}")
         if self.patience < 1:
             raise ConfigError(f"train.patience must be >= 1, got {self.patience}")
+        if self.select_on not in SELECT_RULES:
+            raise ConfigError(f"train.select_on must be one of {', '.join(SELECT_RULES)}, got {self.select_on!r}")
+        from robustmsa.missing import Protocol  # here: missing.py imports torch
+
+        try:
+            Protocol.parse(self.select_protocol)
+        except ValueError as error:
+            raise ConfigError(f"train.select_protocol: {error}") from None
+
+    def selection_rule(self) -> str:
+        """How the checkpoint was chosen, for table headers."""
+        if self.select_on == "complete":
+            return "complete validation"
+        if self.select_on == "missing":
+            return f"validation under {self.select_protocol}"
+        return f"mean of complete validation and validation under {self.select_protocol}"
 
 
 @dataclass
@@ -67,13 +95,35 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> RunConfig:
-        return cls(d["method"], dict(d.get("method_options", {})), TrainConfig(**d["train"]), DataConfig(**d["data"]))
+        return cls(d["method"], dict(d.get("method_options", {})), TrainConfig(**_legacy_train(d["train"])),
+                   DataConfig(**d["data"]))
+
+    def budget(self) -> str:
+        """Optimizer steps per epoch, for table headers."""
+        if self.data.labeled_ratio >= 1.0:
+            return "full data"
+        if self.train.equal_budget:
+            return "equal: labeled rows drawn with replacement, full-data steps per epoch"
+        return "labeled rows once per epoch"
 
     def hash(self, data_hash: str = "") -> str:
         """Short stable hash of everything that changes the trained model (seed excluded:
         seeds are subfolders of one run)."""
         payload = json.dumps({**self.to_dict(), "data_hash": data_hash}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def _legacy_train(train: dict) -> dict:
+    """Configs saved before `select_on` held `valid_protocol` (select on that protocol alone, no
+    equal budget); read them as what they meant."""
+    if "valid_protocol" not in train:
+        return train
+    train = dict(train)
+    protocol = train.pop("valid_protocol")
+    train.setdefault("select_on", "complete" if protocol == "none" else "missing")
+    train.setdefault("select_protocol", "modality:0.3" if protocol == "none" else protocol)
+    train.setdefault("equal_budget", False)
+    return train
 
 
 def _coerce(text: str, annotation: Any, key: str) -> Any:

@@ -27,7 +27,8 @@ from robustmsa.data.schema import (
     ModalitySpec,
     Split,
 )
-from robustmsa.data.synthetic import LIKES, synthesize, write_synthetic
+from robustmsa.data.synthetic import DEFAULT_VERSION, LIKES, synthesize, write_synthetic
+from robustmsa.data.synthetic_v2 import Knobs
 
 __all__ = [
     "REGRESSION_MOSI",
@@ -49,9 +50,11 @@ __all__ = [
     "write_synthetic",
 ]
 
-# "synthetic:mosi", "synthetic:mosi:n=200", "synthetic:mosi:n=200:seed=3" (also the `source`
+# "synthetic:mosi", "synthetic:mosi:n=200", "synthetic:mosi:n=200:seed=3", then ":v=1" (the
+# first generator) or ":v=2" (default) and v2 knobs ":events=3:low_quality=0.5" (also the `source`
 # that `synthesize` records, "n=full" included, so a synthetic source can be loaded again)
-_SYNTHETIC = re.compile(r"synthetic:(?P<like>\w+)(?::n=(?P<n>\d+|full))?(?::seed=(?P<seed>\d+))?")
+_SYNTHETIC = re.compile(r"synthetic:(?P<like>\w+)(?::n=(?P<n>\d+|full))?(?::seed=(?P<seed>\d+))?"
+                        r"(?::v=(?P<version>\d+))?(?P<knobs>(?::\w+=[-+.\w]+)*)")
 
 
 def load_dataset(path: str | os.PathLike) -> Dataset:
@@ -66,8 +69,7 @@ def load_dataset(path: str | os.PathLike) -> Dataset:
     if match and not Path(text).exists():
         if match["like"] not in LIKES:
             raise DataError(f"{text}: unknown synthetic dataset {match['like']!r}; choose one of {', '.join(LIKES)}")
-        n = None if match["n"] in (None, "full") else int(match["n"])
-        return synthesize(match["like"], n=n, seed=int(match["seed"] or 0))
+        return _synthesize_source(text, match)
     path = Path(path)
     if path.is_dir():
         if looks_raw(path):
@@ -77,6 +79,17 @@ def load_dataset(path: str | os.PathLike) -> Dataset:
     if path.is_file():
         return read_mmsa(path)
     raise DataError(f"{path}: no such file or folder (expected an MMSA pickle or an image-text folder)")
+
+
+def _synthesize_source(text: str, match: re.Match) -> Dataset:
+    n = None if match["n"] in (None, "full") else int(match["n"])
+    version = int(match["version"] or DEFAULT_VERSION)
+    items = dict(item.split("=", 1) for item in match["knobs"].split(":")[1:])
+    try:
+        knobs = Knobs.from_strings(items) if items else None
+        return synthesize(match["like"], n=n, seed=int(match["seed"] or 0), version=version, knobs=knobs)
+    except ValueError as error:
+        raise DataError(f"{text}: {error}") from None
 
 
 def describe(dataset: Dataset) -> str:

@@ -142,13 +142,31 @@ class SplitTensors:
             index=index,
         )
 
-    def batches(self, batch_size: int, generator: torch.Generator | None = None):
-        """Yield batches in order, or shuffled with `generator` (training only)."""
+    def batches(self, batch_size: int, generator: torch.Generator | None = None, rows: int | None = None):
+        """Yield batches in order, or shuffled with `generator` (training only). `rows` above the
+        split's size makes an epoch of that many rows (see `epoch_order`)."""
         n = len(self)
         if generator is None:
             for start in range(0, n, batch_size):
                 yield self.batch(slice(start, start + batch_size))
             return
-        order = torch.randperm(n, generator=generator)
-        for start in range(0, n, batch_size):
+        order = epoch_order(n, rows or n, generator)
+        for start in range(0, len(order), batch_size):
             yield self.batch(order[start : start + batch_size])
+
+
+def epoch_order(n: int, rows: int, generator: torch.Generator) -> Tensor:
+    """Row order of one training epoch of `rows` draws from `n` rows: a permutation when rows = n;
+    otherwise every row once (a permutation) topped up with rows drawn with replacement, so a small
+    labeled set gets as many optimizer steps as the full set without dropping any row.
+
+    >>> epoch_order(3, 7, torch.Generator().manual_seed(0)).shape
+    torch.Size([7])
+    """
+    if rows < n:
+        raise ValueError(f"an epoch must draw every row: rows={rows} < {n}")
+    order = torch.randperm(n, generator=generator)
+    if rows == n:
+        return order
+    extra = torch.randint(0, n, (rows - n,), generator=generator)
+    return torch.cat([order, extra])[torch.randperm(rows, generator=generator)]

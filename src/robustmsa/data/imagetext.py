@@ -30,6 +30,7 @@ from robustmsa.data.schema import SPLITS, DataError, Dataset, DatasetSpec, Label
 
 SPLIT_FILE_STEMS = {"train": ("train",), "valid": ("valid", "dev"), "test": ("test",)}
 LABEL_KEYS = ("label", "emotion_label")
+METADATA_FILE = "metadata.json"  # optional: how the folder was made (e.g. synthetic v2 knobs)
 
 
 @dataclass(frozen=True)
@@ -76,8 +77,19 @@ def read_imagetext(folder: str | os.PathLike) -> Dataset:
 
     modalities = tuple(ModalitySpec(m, f.values.shape[2], f.values.shape[1]) for m, f in features.items())
     spec = DatasetSpec(folder.name, modalities, LabelSpec("classification", classes=tuple(classes)))
-    used = [*split_files.values(), *feature_files.values()] + ([labels_file] if labels_file.is_file() else [])
-    return Dataset(spec, splits, source=str(folder), source_hash=files_sha256(used, folder))
+    optional = [f for f in (labels_file, folder / METADATA_FILE) if f.is_file()]
+    used = [*split_files.values(), *feature_files.values(), *optional]
+    return Dataset(spec, splits, source=str(folder), source_hash=files_sha256(used, folder),
+                   metadata=_read_metadata(folder / METADATA_FILE))
+
+
+def _read_metadata(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    metadata = parse_json(path.read_text(encoding="utf-8"), str(path))
+    if not isinstance(metadata, dict):
+        raise DataError(f"{path}: expected a JSON object, got {type(metadata).__name__}")
+    return metadata
 
 
 def _split_file(folder: Path, split: str) -> Path:
@@ -211,8 +223,10 @@ def write_imagetext(
     splits: dict[str, list[dict]],
     features: dict[str, tuple[Sequence[str], np.ndarray] | tuple[Sequence[str], np.ndarray, np.ndarray]],
     classes: Sequence[str],
+    metadata: dict | None = None,
 ) -> Path:
-    """Write an image-text folder: `{split}.jsonl`, `labels.json`, `features/{modality}.npz`.
+    """Write an image-text folder: `{split}.jsonl`, `labels.json`, `features/{modality}.npz`, and
+    `metadata.json` when given (how the data was made; read back into `Dataset.metadata`).
 
     Each file is written atomically (the folder as a whole is not: a crash may leave some files
     from the previous write beside the new ones, never a truncated file).
@@ -225,6 +239,8 @@ def write_imagetext(
         lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
         atomic_write_text(folder / f"{split}.jsonl", lines)
     atomic_write_text(folder / "labels.json", json.dumps(list(classes), ensure_ascii=False) + "\n")
+    if metadata is not None:
+        atomic_write_text(folder / METADATA_FILE, json.dumps(metadata, sort_keys=True) + "\n")
     for modality, entry in features.items():
         ids, values = entry[0], entry[1]
         arrays = {"ids": np.asarray(list(ids), dtype=str), "features": np.asarray(values, dtype=np.float32)}

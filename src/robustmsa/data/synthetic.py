@@ -27,19 +27,23 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from robustmsa.data import synthetic_v2 as v2
 from robustmsa.data.imagetext import write_imagetext
 from robustmsa.data.mmsa import parse_mmsa, write_mmsa
 from robustmsa.data.schema import SPLITS, Dataset, DatasetSpec, LabelSpec, ModalitySpec, Split
+from robustmsa.data.synthetic_v2 import Knobs
 
 MVSA_CLASSES = ("negative", "neutral", "positive")
 ANNOTATORS = 5
 SPECIFIC_WEIGHT = 0.4  # beta: how much each modality-specific factor moves the label
 _CHUNK_ROWS = 256  # samples per step when filling frames, to bound temporaries
+VERSIONS = (1, 2)
+DEFAULT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -84,16 +88,20 @@ SIGNALS = {
 }
 
 
-def synthesize(like: str, n: int | None = None, seed: int = 0) -> Dataset:
+def synthesize(
+    like: str, n: int | None = None, seed: int = 0, version: int = DEFAULT_VERSION, knobs: Knobs | None = None
+) -> Dataset:
     """A synthetic Dataset shaped like a real one; `n` = total samples (None = the real sizes).
+    `version` 2 (default) localizes cues, varies quality and adds a cross-modal term (`knobs`);
+    version 1 is the earlier generator, unchanged.
 
     >>> ds = synthesize("mosi", n=60, seed=0)
     >>> [len(ds[s]) for s in ("train", "valid", "test")], ds.spec.modality("audio").dim
     ([35, 6, 19], 5)
     """
     spec = _like(like)
-    world = _generate(spec, n, seed)
-    source = f"synthetic:{like}:n={n if n is not None else 'full'}:seed={seed}"
+    world = _generate_version(spec, n, seed, version, knobs)
+    source = synthetic_source(like, n, seed, version, knobs)
     if spec.layout == "mmsa":
         dataset = parse_mmsa(_mmsa_dict(world), source=source, name=f"synthetic_{like}")
     else:
@@ -102,21 +110,49 @@ def synthesize(like: str, n: int | None = None, seed: int = 0) -> Dataset:
     return dataset
 
 
-def write_synthetic(like: str, out: str | os.PathLike, n: int | None = None, seed: int = 0) -> Path:
+def synthetic_source(like: str, n: int | None, seed: int, version: int, knobs: Knobs | None) -> str:
+    """The name `load_dataset` reads back. Version 1 keeps its old name (same data, same caches);
+    version 2 adds `:v=2` and every knob that differs from its default."""
+    source = f"synthetic:{like}:n={n if n is not None else 'full'}:seed={seed}"
+    if version == 1:
+        return source
+    changed = (knobs or Knobs()).changed()
+    return source + ":v=2" + "".join(f":{k}={v:g}" for k, v in changed.items())
+
+
+def write_synthetic(
+    like: str,
+    out: str | os.PathLike,
+    n: int | None = None,
+    seed: int = 0,
+    version: int = DEFAULT_VERSION,
+    knobs: Knobs | None = None,
+) -> Path:
     """Write a synthetic dataset in the real format: an MMSA pickle (mosi, mosei, sims) or an
     image-text folder (mvsa). `out` may be an existing folder, then a default name is used.
+    Version 2 records its knobs in the metadata (pickle key `metadata`, folder `metadata.json`).
 
     >>> write_synthetic("mosi", "/tmp/synthetic_mosi.pkl", n=100)  # doctest: +SKIP
     PosixPath('/tmp/synthetic_mosi.pkl')
     """
     spec = _like(like)
     out = Path(out)
-    world = _generate(spec, n, seed)
+    world = _generate_version(spec, n, seed, version, knobs)
     if spec.layout == "mmsa":
         path = out / f"synthetic_{like}.pkl" if out.is_dir() else out
         return write_mmsa(_mmsa_dict(world), path)
     splits, features = _imagetext_parts(world)
-    return write_imagetext(out, splits, features, MVSA_CLASSES)
+    return write_imagetext(out, splits, features, MVSA_CLASSES, metadata=world.metadata or None)
+
+
+def _generate_version(like: Like, n: int | None, seed: int, version: int, knobs: Knobs | None) -> _World:
+    if version not in VERSIONS:
+        raise ValueError(f"unknown synthetic data version {version!r}; choose one of {', '.join(map(str, VERSIONS))}")
+    if version == 1:
+        if knobs is not None and knobs.changed():
+            raise ValueError(f"synthetic version 1 has no knobs (got {', '.join(knobs.changed())}); use --version 2")
+        return _generate(like, n, seed)
+    return _generate_v2(like, n, seed, knobs or Knobs())
 
 
 def _like(like: str) -> Like:
@@ -153,6 +189,8 @@ class _World:
     lengths: dict[str, np.ndarray]
     text_tokens: np.ndarray | None  # (N, 3, Lt) BERT-style ids / mask / segments
     raw_text: list[str]
+    metadata: dict = field(default_factory=dict)  # version 2: how it was made (knobs)
+    events: dict[str, np.ndarray] = field(default_factory=dict)  # version 2: (N, L) cue frames, not written
 
 
 def _generate(like: Like, n: int | None, seed: int) -> _World:
@@ -184,6 +222,49 @@ def _generate(like: Like, n: int | None, seed: int) -> _World:
     word_counts = lengths["text"] - 2 if like.layout == "mmsa" else sample_rng.integers(5, 20, total)
     raw_text = _sentences(sample_rng, score, word_counts)
     return _World(like, split_of, ids, score, labels, unimodal, features, lengths, text_tokens, raw_text)
+
+
+def _generate_v2(like: Like, n: int | None, seed: int, knobs: Knobs) -> _World:
+    """v1's world with localized cues, per-sample quality and a cross-modal label term
+    (see `synthetic_v2`). Same two streams as v1: the world (projections) and the samples."""
+    world_rng, sample_rng = np.random.default_rng(seed).spawn(2)
+    sizes = split_sizes(like.sizes, n)
+    total = sum(sizes)
+    split_of = np.repeat(np.arange(3), sizes)
+    names = [m for m, _, _ in like.modalities]
+
+    shared = sample_rng.standard_normal(total)
+    specific = {m: sample_rng.standard_normal(total) for m in names}
+    score = v2.label_score(shared, specific, SPECIFIC_WEIGHT, knobs)
+    video = _videos(sample_rng, split_of)
+    duration = np.clip(sample_rng.lognormal(np.log(0.28), 0.5, total), 0.02, 1.0)
+    centres = sample_rng.random((total, knobs.events))  # relative event times, shared by modalities
+
+    gains = v2.quality(sample_rng, total, names, knobs)
+    features, lengths, seen_shared, low_quality, events = {}, {}, {}, {}, {}
+    for m, max_len, dim in like.modalities:
+        lengths[m] = _lengths(sample_rng, duration, max_len, minimum=3 if m == "text" else 4)
+        nuisance_dims = min(SIGNALS[m].nuisance_dims, dim - 3)
+        latent, seen_shared[m] = _latent(sample_rng, SIGNALS[m], nuisance_dims, shared, specific[m], video)
+        projection, offset, scale = _world_of(world_rng, m, 2 + nuisance_dims, dim)
+        signal_gain, noise_gain = gains[m]
+        low_quality[m] = int((signal_gain < 1).sum())
+        signal = ((latent[:, :2] @ projection[:2]) * signal_gain[:, None]).astype(np.float32)
+        nuisance = (latent[:, 2:] @ projection[2:]).astype(np.float32)
+        noise = SIGNALS[m].frame_noise * noise_gain
+        events[m] = v2.event_mask(lengths[m], max_len, centres, knobs)
+        features[m] = v2.event_frames(sample_rng, signal, nuisance, lengths[m], events[m], noise, offset, scale,
+                                      _CHUNK_ROWS)
+
+    labels, unimodal = _labels(sample_rng, like.label, score, seen_shared, specific)
+    ids = _ids(sample_rng, like, video, split_of)
+    text_tokens = _text_tokens(sample_rng, lengths["text"], like.modalities[0][1]) if like.layout == "mmsa" else None
+    word_counts = lengths["text"] - 2 if like.layout == "mmsa" else sample_rng.integers(5, 20, total)
+    raw_text = _sentences(sample_rng, score, word_counts)
+    metadata = {"synthetic": {"version": 2, "seed": seed, "knobs": asdict(knobs),
+                              "interaction_pair": list(v2.interaction_pair(names)),
+                              "low_quality_samples": low_quality}}
+    return _World(like, split_of, ids, score, labels, unimodal, features, lengths, text_tokens, raw_text, metadata, events)
 
 
 def _videos(rng: np.random.Generator, split_of: np.ndarray) -> np.ndarray:
@@ -391,6 +472,8 @@ def _mmsa_dict(world: _World) -> dict:
             if m in world.unimodal_labels:
                 table[f"regression_labels_{key}"] = world.unimodal_labels[m][rows]
         raw[split] = table
+    if world.metadata:
+        raw["metadata"] = world.metadata
     return raw
 
 
@@ -421,4 +504,4 @@ def _imagetext_dataset(world: _World, name: str, source: str) -> Dataset:
         )
     modalities = tuple(ModalitySpec(m, dim, max_len) for m, max_len, dim in world.like.modalities)
     spec = DatasetSpec(name, modalities, LabelSpec("classification", classes=MVSA_CLASSES))
-    return Dataset(spec, splits, source=source)
+    return Dataset(spec, splits, source=source, metadata=world.metadata)

@@ -130,6 +130,9 @@ def bench_report(rows: pd.DataFrame, grid, out: str | Path, command: str = "") -
         f"- model selection: validation split only; tables on the `{rows['split'].iloc[0]}` split",
         f"- metric definitions: {METRICS_VERSION}",
     ]
+    for column, what in (("selection", "checkpoint selected on"), ("budget", "optimizer steps per epoch")):
+        if column in rows:  # the fair-comparison rules every method of the table ran under
+            lines.append(f"- {what}: {'; '.join(sorted(set(rows[column].dropna().astype(str))))}")
     if "torch_threads" in rows:  # same seed gives the same numbers only at the same thread count
         lines.append(f"- torch threads per training run: {sorted(set(rows['torch_threads']))}")
     if grid.skipped_methods:

@@ -21,10 +21,9 @@ from robustmsa import __version__
 from robustmsa.config import RunConfig
 from robustmsa.data.batch import SplitTensors
 from robustmsa.data.schema import Dataset
-from robustmsa.evaluation.evaluate import predict_tensors, split_tensors
-from robustmsa.evaluation.metrics import METRICS_VERSION, PRIMARY_METRIC, compute_metrics
+from robustmsa.evaluation.metrics import METRICS_VERSION
 from robustmsa.methods.base import Method, Phase, create_method
-from robustmsa.missing import Protocol, labeled_mask
+from robustmsa.missing import labeled_mask
 from robustmsa.training.checkpoint import (
     load_weights,
     optimizer_from_flat,
@@ -33,6 +32,7 @@ from robustmsa.training.checkpoint import (
     save_weights,
     write_json,
 )
+from robustmsa.training.selection import Selection
 
 
 @dataclass
@@ -94,7 +94,7 @@ class Trainer:
         train_labeled = train_all if labeled.all() else SplitTensors(
             dataset["train"].subset(np.flatnonzero(labeled)), dataset.spec
         )
-        valid = split_tensors(dataset, "valid", Protocol.parse(run.train.valid_protocol), seed)
+        valid = Selection.build(dataset, run.train, seed)
         method.prepare(train_labeled)
         model = fabric.setup_module(method)
         if hasattr(model, "mark_forward_method"):
@@ -106,7 +106,8 @@ class Trainer:
         while progress.phase_index < len(phases):
             phase = phases[progress.phase_index]
             data = train_all if phase.uses_unlabeled else train_labeled
-            epochs_run += self._run_phase(fabric, model, method, phase, run, data, valid, folder, seed, progress)
+            rows = epoch_rows(run, len(data), len(train_all))
+            epochs_run += self._run_phase(fabric, model, method, phase, run, data, rows, valid, folder, seed, progress)
             progress = dataclasses.replace(progress, phase_index=progress.phase_index + 1, epoch=0, best_score=None, bad_epochs=0)
             self._write_progress(folder, progress, method)
         progress.completed = True
@@ -116,8 +117,8 @@ class Trainer:
         return FitResult(folder, metrics, epochs_run, time.perf_counter() - start, resumed=resumed)
 
     # --- one phase ----------------------------------------------------------------------
-    def _run_phase(self, fabric, model, method: Method, phase: Phase, run: RunConfig, data: SplitTensors,
-                   valid: SplitTensors, folder: Path, seed: int, progress: _Progress) -> int:
+    def _run_phase(self, fabric, model, method: Method, phase: Phase, run: RunConfig, data: SplitTensors, rows: int,
+                   valid: Selection, folder: Path, seed: int, progress: _Progress) -> int:
         cfg = run.train
         lr = phase.lr or cfg.lr
         epochs = phase.epochs or cfg.epochs
@@ -125,21 +126,19 @@ class Trainer:
         if progress.epoch > 0:
             self._restore(folder, method, optimizer)
         optimizer = fabric.setup_optimizers(optimizer)
-        family = method.spec.label.metric_family
-        metric_name, direction = PRIMARY_METRIC[family]
         ran = 0
         for epoch in range(progress.epoch, epochs):
-            terms = self._train_epoch(fabric, model, method, optimizer, data, cfg, seed, progress.phase_index, epoch, phase.name)
+            terms = self._train_epoch(fabric, model, method, optimizer, data, rows, cfg, seed, progress.phase_index, epoch,
+                                      phase.name)
             record = {"phase": phase.name, "epoch": epoch + 1, "lr": lr, "train": terms}
             ran += 1
             if phase.select:
-                pred = predict_tensors(method, valid, cfg.eval_batch_size, fabric.device)
-                metrics = compute_metrics(family, pred, valid.labels.numpy())
-                score = metrics[metric_name] if direction == "max" else -metrics[metric_name]
-                record["valid"] = metrics
+                score, selected = valid.score(method, cfg.eval_batch_size, fabric.device)
+                selected["selection"]["masks_sha256"] = valid.masks_sha256()
+                record.update(selected)
                 if progress.best_score is None or score > progress.best_score + 1e-9:
                     progress.best_score, progress.bad_epochs = score, 0
-                    self._save_best(folder, method, metrics, phase.name, epoch + 1)
+                    self._save_best(folder, method, selected["valid"], phase.name, epoch + 1, selected["selection"])
                 else:
                     progress.bad_epochs += 1
             else:
@@ -153,14 +152,15 @@ class Trainer:
             method.load_state_dict(load_weights(folder / "model.safetensors"))
         return ran
 
-    def _train_epoch(self, fabric, model, method, optimizer, data, cfg, seed, phase_index, epoch, phase_name) -> dict[str, float]:
+    def _train_epoch(self, fabric, model, method, optimizer, data, rows, cfg, seed, phase_index, epoch,
+                     phase_name) -> dict[str, float]:
         model.train()
         shuffle = torch.Generator().manual_seed(hash_seed(seed, phase_index, epoch))
         sums: dict[str, float] = {}
         steps = 0
         bar = tqdm(
-            data.batches(cfg.batch_size, generator=shuffle),
-            total=math.ceil(len(data) / cfg.batch_size),
+            data.batches(cfg.batch_size, generator=shuffle, rows=rows),
+            total=math.ceil(rows / cfg.batch_size),
             desc=f"{method.name} {phase_name} {epoch + 1}",
             leave=False,
             disable=None if self.verbose else True,
@@ -196,9 +196,11 @@ class Trainer:
             "robustmsa_version": __version__,
         })
 
-    def _save_best(self, folder: Path, method: Method, metrics: dict, phase: str, epoch: int) -> None:
+    def _save_best(self, folder: Path, method: Method, metrics: dict, phase: str, epoch: int,
+                   selection: dict | None = None) -> None:
         save_weights(folder / "model.safetensors", method.state_dict())
-        write_json(folder / "metrics.json", {"valid": metrics, "phase": phase, "epoch": epoch})
+        extra = {"selection": selection} if selection else {}
+        write_json(folder / "metrics.json", {"valid": metrics, "phase": phase, "epoch": epoch, **extra})
 
     def _write_progress(self, folder: Path, progress: _Progress, method: Method, optimizer=None) -> None:
         tensors = {f"model.{k}": v for k, v in method.state_dict().items()}
@@ -237,6 +239,12 @@ class Trainer:
             shown_valid = [k for k in ("mae", "acc2_non0", "acc2", "acc", "f1") if k in valid]
             extra = f" | valid {', '.join(f'{k}={valid[k]:.3f}' for k in shown_valid)}" if valid else ""
             tqdm.write(f"[{record['phase']} {record['epoch']}] {shown}{extra}")
+
+
+def epoch_rows(run: RunConfig, rows: int, full_rows: int) -> int:
+    """Rows drawn per epoch: a phase on the labeled rows alone is topped up (with replacement) to
+    a full-data epoch under `train.equal_budget`; otherwise each row once."""
+    return full_rows if run.train.equal_budget else rows
 
 
 def hash_seed(*parts: int) -> int:
