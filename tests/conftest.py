@@ -88,6 +88,15 @@ def write_mosi_source(folder: Path, sizes=(48, 12, 12), seed: int = 0) -> Path:
     audio = rng.normal(size=(len(ids), 73)) * rng.uniform(0.01, 100, size=73) + 50
     order = rng.permutation(len(ids))  # the audio file lists segments in another order: joined by id
     np.savez(folder / "audio_opensmile73.npz", ids=np.array(ids)[order], features=audio[order].astype(np.float32))
+    # Video as the release's: non-negative, mostly zeros, some columns always zero; other order again.
+    video = np.maximum(rng.normal(size=(len(ids), 100)) - 0.8, 0) * (np.arange(100) >= 32)
+    order = rng.permutation(len(ids))
+    np.savez(folder / "video_3dcnn100.npz", ids=np.array(ids)[order], features=video[order].astype(np.float32))
+    # Speaker-independent split: whole videos move, so no video is in two splits.
+    videos = sorted({i.rsplit("_", 1)[0] for i in ids})
+    split_of = {v: ("train", "valid", "test")[k % 3] for k, v in enumerate(videos)}
+    (folder / "split_speaker_independent.csv").write_text(
+        "segment_id,split\n" + "".join(f"{i},{split_of[i.rsplit('_', 1)[0]]}\n" for i in ids))
     return folder
 
 
@@ -107,7 +116,7 @@ def tiny_real(tmp_path_factory, text_encoder):
 
     root = tmp_path_factory.mktemp("mosi_real")
     source = write_mosi_source(root / "source")
-    result = build_mosi_real(source, root / "mosi_real.pkl", text_encoder, progress=False)
+    result = build_mosi_real(source, root / "mosi_real.pkl", text_encoder, progress=False, cache_dir=None)
     return source, result.path
 
 

@@ -101,7 +101,7 @@ def test_standard_subsets_in_table_order():
         "subset:l", "subset:a", "subset:v", "subset:l,a", "subset:l,v", "subset:a,v"
     ]
     assert [str(p) for p in standard_subsets(("text", "image"))] == ["subset:l", "subset:i"]
-    assert set(PROTOCOL_NAMES) == {"none", "modality", "subset", "frame", "disrupt"}
+    assert set(PROTOCOL_NAMES) == {"none", "modality", "subset", "frame", "disrupt", "textnoise"}
 
 
 # ------------------------------------------------------------------------- modality

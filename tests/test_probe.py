@@ -1,0 +1,71 @@
+"""`data probe`: masked-mean pooling, ridge against a hand-computed solution, valid-only selection."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import TINY_MODALITIES, make_tiny_dataset
+from robustmsa.cli import main
+from robustmsa.evaluation.metrics import mosi_metrics
+from robustmsa.evaluation.probe import RIDGE_ALPHAS, fit_linear, pooled, probe_dataset
+
+
+def _hand_ridge(x_train, y_train, x_other, alpha):
+    """Closed-form ridge with an unpenalized intercept, on train-standardized inputs."""
+    mean, std = x_train.mean(0), x_train.std(0)
+    std[std < 1e-12] = 1.0
+    z, z_other = (x_train - mean) / std, (x_other - mean) / std
+    w = np.linalg.solve(z.T @ z + alpha * np.eye(z.shape[1]), z.T @ (y_train - y_train.mean()))
+    return z_other @ w + y_train.mean()
+
+
+def test_pooled_is_the_mean_over_valid_frames_only():
+    split = make_tiny_dataset(n=8)["train"]
+    x = split.features["audio"]
+    x[0, split.lengths["audio"][0]:] = 99.0  # padding must not count
+    got = pooled(split, "audio")
+    for i in range(3):
+        np.testing.assert_allclose(got[i], x[i, :split.lengths["audio"][i]].mean(0), rtol=1e-6)
+
+
+def test_linear_probe_matches_a_hand_computed_ridge_chosen_on_valid():
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=5)
+    x = {s: rng.normal(size=(n, 5)) * [1, 10, 0.1, 1, 3] + 2 for s, n in (("train", 40), ("valid", 20), ("test", 20))}
+    y = {s: np.clip(x[s] @ w * 0.3 + rng.normal(size=len(x[s])), -3, 3) for s in x}
+    fitted = fit_linear("mosi", x["train"], y["train"], x["valid"], y["valid"], x["test"])
+    valid_mae = [np.abs(_hand_ridge(x["train"], y["train"], x["valid"], a) - y["valid"]).mean() for a in RIDGE_ALPHAS]
+    best = RIDGE_ALPHAS[int(np.argmin(valid_mae))]
+    assert fitted.regularization == best  # chosen on valid, by MAE
+    assert fitted.valid_score == pytest.approx(min(valid_mae), rel=1e-6)
+    np.testing.assert_allclose(fitted.test_pred, _hand_ridge(x["train"], y["train"], x["test"], best), rtol=1e-6, atol=1e-8)
+
+
+def test_probe_table_rows_learn_and_test_never_chooses():
+    dataset = make_tiny_dataset(n=60, modalities=TINY_MODALITIES[:2])
+    table = probe_dataset(dataset, ("linear", "mlp"))
+    assert list(zip(table["probe"], table["features"])) == [
+        (k, f) for k in ("linear", "mlp") for f in ("text", "audio", "all")]
+    assert table.loc[table["features"] == "all", "dim"].tolist() == [8 + 4] * 2
+    assert (table["acc2_non0"] > 70).all(), table  # every modality carries the planted signal
+    # Scrambling the test labels changes the scores but not the choices made on valid.
+    scrambled = make_tiny_dataset(n=60, modalities=TINY_MODALITIES[:2])
+    scrambled["test"].labels = scrambled["test"].labels[::-1].copy()
+    again = probe_dataset(scrambled, ("linear",))
+    np.testing.assert_array_equal(again["reg"], table["reg"][:3])
+    assert (again["acc2_non0"] < table["acc2_non0"][:3]).all()
+
+
+def test_classification_probe_and_cli(tmp_path, capsys):
+    from robustmsa.data.mmsa import write_mmsa
+
+    table = probe_dataset(make_tiny_dataset(n=60, modalities=TINY_MODALITIES[:1], classification=True))
+    assert {"acc", "f1"} <= set(table.columns) and (table["acc"] > 50).all()
+    path = write_mmsa(make_tiny_dataset(n=30), tmp_path / "tiny.pkl")
+    assert main(["data", "probe", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "penalty chosen on valid mae" in out
+    assert "| probe | features | dim | acc2_non0 | f1_non0 | mae | corr | reg | valid mae |" in out
+    assert out.count("| linear |") == 4  # three modalities and all together
+    assert main(["data", "probe", str(tmp_path / "nope.pkl")]) == 2
