@@ -107,13 +107,27 @@ MOSI_REAL_BUILDS = {  # default dataset path -> the command that builds it
 }
 
 
-def _mosi_real_protocols(modalities: tuple[str, ...]) -> list[str]:
+def _mosi_real_protocols(data: str) -> list[str]:
     """Complete, the modality curve to 0.5, every incomplete kept set of this dataset, and real
     low-quality text: each textnoise kind at rates 0.2..0.8, then the random mix."""
     from robustmsa.features.textnoise import curve_protocols
 
-    return ["none", *[f"modality:{r}" for r in MODALITY_RATES[:6]], *_subset_protocols(modalities)[:-1],
+    return ["none", *[f"modality:{r}" for r in MODALITY_RATES[:6]], *_subset_protocols(_modalities_of(data))[:-1],
             *curve_protocols()]
+
+
+def _drf_protocols(data: str) -> list[str]:
+    """DRF's disrupt columns; on a dataset built from raw text also real low-quality text, each
+    textnoise kind at word rates 0.4 and 0.8, then the random mix (DRF's low-quality modality)."""
+    from robustmsa.features.textnoise import MIX_FRACTION, text_info
+    from robustmsa.missing import TEXTNOISE_KINDS
+
+    columns = _disrupt_protocols(list(_modalities_of(data)))
+    try:
+        text_info(_load(data))
+    except ValueError:  # no raw text to degrade
+        return columns
+    return columns + [f"textnoise:{k}:{r}" for k in TEXTNOISE_KINDS for r in ("0.4", "0.8")] + [f"textnoise:mix:{MIX_FRACTION}"]
 
 
 PRESETS = {
@@ -135,14 +149,14 @@ PRESETS = {
     ),
     "drf-table": dict(
         methods=["late_fusion", "mean_impute", "misa", "drf", "fsrf"], datasets=["synthetic:mvsa"],
-        protocols=None,  # depends on the dataset's modalities: filled in by make_grid
+        protocols=None, protocols_for=_drf_protocols,  # per dataset: its modalities, raw text or not
         metrics={"classification": ["acc", "f1"], "mosi": ["acc2_non0", "f1_non0"]},
     ),
     # DRF without each component, then the fairness grid {late_fusion, drf} x {shared missing
     # augmentation, DRF's disruption}: a method's default cell is its drf-table run (cached).
     "drf-ablation": dict(
         methods=["drf", "late_fusion"], datasets=["synthetic:mvsa"],
-        protocols=None,  # the drf-table columns, filled in by make_grid
+        protocols=None, protocols_for=_drf_protocols,  # the drf-table columns
         variants={"full": {"drf": []},
                   "w/o quality weighting": {"drf": ["method.use_quality=false"]},
                   "w/o recovery": {"drf": ["method.use_recovery=false"]},
@@ -215,7 +229,7 @@ def make_grid(preset: str, data: list[str] | None = None, methods: list[str] | N
         command = builds.get(missing[0], spec["build"] if isinstance(spec["build"], str) else next(iter(builds.values())))
         raise ValueError(f"bench {preset}: dataset {missing[0]} not found; build it first: {command}"
                          + ("" if data else " (or pass --data PATH)"))
-    per_dataset = {d: spec["protocols_for"](_modalities_of(d)) for d in datasets} if spec.get("protocols_for") else {}
+    per_dataset = {d: spec["protocols_for"](d) for d in datasets} if spec.get("protocols_for") else {}
     protocols = spec["protocols"] or per_dataset.get(datasets[0]) or _disrupt_protocols(list(_modalities_of(datasets[0])))
     return Grid(
         name=preset, methods=[m for m in wanted if m in available], datasets=datasets, protocols=protocols,
