@@ -5,11 +5,18 @@ The design of METHODS.md with its 2026-11-29 revision, for modalities m with poo
 
     queues    per modality a FIFO of K clean training features (`nn.queue.FeatureQueue`), filled in
               `after_step` from the step's clean, present samples encoded without dropout (as at
-              test time, so distances have one scale); mean and shrunk covariance approximate the
-              modality's feature distribution.
-    quality   D_m the Mahalanobis distance to the queue, its whitened directions weighted by the
-              scorer (option: 1 - mean top-k cosine similarity); reported per prediction as
-              q_m = exp(-D_m / tau). A ranking loss on detached features trains the scorer.
+              test time, so distances have one scale): the reference of the recovery's
+              distribution loss. Beside it, per modality an input queue: the standardized inputs
+              (`nn.quality.standardized_input`) of K random clean training samples, filled once
+              in `prepare()` (inputs do not change during training).
+    quality   D_m the Mahalanobis distance of the standardized input to the input queue, the
+              queue's whitened directions weighted by the scorer (`quality_space=feature`: of f_m
+              to the feature queue; `quality_measure=cosine`: 1 - mean top-k cosine similarity);
+              reported per prediction as q_m = exp(-D_m / tau). No loss can move D_m by bending
+              features: the encoder is trained on corrupted inputs to use what they still carry,
+              which makes its features a poor detector (synthetic MVSA v1, D on f_m without the
+              old margin loss: test AUROC text 0.68-0.82, image 0.75-0.99), while the input keeps
+              the corruption in plain view (0.97-1.00 on MVSA v1 and real MOSI, untrained).
     fusion    the head reads sum_m w_m f_m over the available slots, w = `nn.quality.QualityGate`:
               softmax over the available modalities of beta_m - alpha_m * log(1 + D_m), alpha_m >= 0,
               learned by the task loss on clean and disrupted samples. It starts at plain fusion
@@ -38,8 +45,9 @@ Choices METHODS.md leaves open (each is stated here or is an option):
     weight comes from the recovered feature's own distance to the queue of m (the distribution
     loss pulls it there). The weights are 0 exactly where a modality is neither present nor
     recovered; with `use_recovery=False` that is every missing modality.
-  * D_m is divided by sqrt(d) (about 1 for a typical clean feature whatever d). Until a queue
-    holds `queue_min` features it gives D = 0 (uniform weights) and the distribution loss is 0.
+  * D_m is divided by sqrt(dim) (about 1 for a typical clean input or feature whatever the width).
+    Until a queue holds `queue_min` entries it gives D = 0 (uniform weights); until the feature
+    queue does, the distribution loss is 0.
   * During training the gate reads the distances of a no-dropout, no-gradient pass over the same
     augmented batch, so alpha is learned on the distance scale it meets at test time.
   * Targets of the sample loss are detached (recovery follows the features, not the reverse);
