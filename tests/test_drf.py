@@ -519,3 +519,18 @@ def test_drf_ablation_preset_runs_every_variant_and_the_fairness_grid_once(tmp_p
     assert result.ran == 8 and not result.failed  # "full" and drf's disruption cell are one run
     assert set(zip(result.rows["method"], result.rows["variant"])) == set(cells)
     assert len(result.rows) == 9 * len(grid.protocols) * 3  # cells x columns x (acc, f1, f1_macro)
+
+
+def test_drf_presets_add_real_low_quality_text_on_data_built_from_raw_text(tiny_real):
+    from robustmsa.bench import make_grid
+    from robustmsa.missing import TEXTNOISE_KINDS
+
+    _, path = tiny_real
+    for preset in ("drf-table", "drf-ablation"):
+        grid = make_grid(preset, data=[str(path)], seeds=[0])
+        columns = grid.dataset_protocols[str(path)]
+        assert columns[:12] == make_grid(preset, data=["synthetic:mvsa:n=60:seed=1"]).protocols[:1] + [
+            f"disrupt:{mode}:fixed:{m}" for m in ("text", "audio") for mode in ("C", "D", "CD")] + [
+            f"disrupt:CD:random:{r}" for r in ("0.2", "0.4", "0.6", "0.8", "1")]
+        assert columns[12:] == [f"textnoise:{k}:0.8" for k in TEXTNOISE_KINDS] + ["textnoise:mix:0.5"]
+        assert all(job.protocols == tuple(columns) for job in grid.jobs())
