@@ -336,6 +336,12 @@ def test_direction_weights_of_one_are_the_plain_mahalanobis_distance():
     # all the weight on one whitened direction: the distance along that direction only
     one = modality_distance(queue, x, emphasis=torch.tensor([5.0, 0, 0, 0, 0]))
     assert torch.allclose(one, queue.whiten(x)[:, 0].abs(), atol=1e-4)
+    queue.push(torch.randn(50, 5, generator=generator) * 3.0)  # new statistics: the cached factor follows
+    assert torch.allclose(modality_distance(queue, x, emphasis=torch.ones(5)), queue.mahalanobis(x), atol=1e-4)
+    restored = FeatureQueue(dim=5, size=50, min_count=2)
+    restored.whiten(x)  # a factor of the identity precision, cached ...
+    restored.load_state_dict(queue.state_dict())  # ... then the precision is loaded in place
+    assert torch.allclose(restored.whiten(x), queue.whiten(x), atol=1e-5)
 
 
 def test_a_gate_that_trusts_the_distance_moves_weight_off_a_far_modality(pooled):
