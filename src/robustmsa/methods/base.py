@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from robustmsa.data.batch import Batch, SplitTensors
 from robustmsa.data.schema import DatasetSpec
 from robustmsa.data.standardize import FeatureStats
+from robustmsa.missing import DISRUPT_MODES, TRAIN_DISRUPTIONS, Disruption, training_augmentation
 
 
 @dataclass
@@ -57,6 +58,33 @@ class Output:
 
     pred: Tensor
     extras: dict[str, Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class TrainingAugmentation(TextBranchConfig):
+    """The shared training-time augmentation options (`missing.training_augmentation`). A method
+    config that inherits them gets them under the same names, so any such method trains under any
+    augmentation (the DRF fairness grid: late_fusion and DRF, each with either augmentation).
+    It extends the text-branch options, so these methods also take a fine-tuned text encoder.
+
+    train_missing: the shared missing view (whole-modality plus frame dropout up to
+    `frame_drop_max`, half the batch whole); train_disruption: "disrupt" adds DRF's in-batch
+    `disrupt` protocol (a fraction `disrupt_rate` of samples, mode C / D / CD), "none" does not.
+    """
+
+    train_missing: bool = True
+    frame_drop_max: float = 0.5  # as FSRF's missing view; 0 = whole-modality dropout only
+    train_disruption: str = "none"
+    disrupt_rate: float = 0.5
+    disrupt_mode: str = "CD"
+
+    def __post_init__(self) -> None:
+        if self.train_disruption not in TRAIN_DISRUPTIONS:
+            raise ValueError(f"train_disruption {self.train_disruption!r} not one of {', '.join(TRAIN_DISRUPTIONS)}")
+        if self.disrupt_mode not in DISRUPT_MODES:
+            raise ValueError(f"disrupt_mode {self.disrupt_mode!r} not one of {', '.join(DISRUPT_MODES)}")
+        if not 0.0 <= self.disrupt_rate <= 1.0:
+            raise ValueError(f"disrupt_rate must be in [0, 1], got {self.disrupt_rate}")
 
 
 class Method(nn.Module):
@@ -103,6 +131,15 @@ class Method(nn.Module):
         if self.spec.label.is_regression:
             return torch.nn.functional.l1_loss(pred[labeled], batch.labels[labeled])
         return torch.nn.functional.cross_entropy(pred[labeled], batch.labels[labeled])
+
+    def training_view(self, batch: Batch) -> Disruption:
+        """The batch a training step learns from: the shared augmentation its config names
+        (`TrainingAugmentation`), in training mode only; the batch itself otherwise."""
+        cfg = self.cfg
+        if not (self.training and isinstance(cfg, TrainingAugmentation)):
+            return Disruption.none(batch)
+        return training_augmentation(batch, cfg.train_missing, cfg.frame_drop_max, cfg.train_disruption,
+                                     cfg.disrupt_rate, cfg.disrupt_mode)
 
     def present_dict(self, batch: Batch) -> dict[str, Tensor]:
         return {m: batch.is_present(m) for m in self.modalities}
