@@ -171,11 +171,14 @@ class DRF(Method):
         self.encoders = ModalityEncoders(spec, d, cfg.encoder, cfg.dropout, max_frames=cfg.max_frames,
                                          text_branch=self.make_text_branch(d))
         self.queues = nn.ModuleDict({m: FeatureQueue(d, cfg.queue_size, cfg.shrinkage, cfg.queue_min) for m in names})
-        dims = [d] * len(names)
-        if cfg.quality_space == "input":
-            dims = [m.dim for m in spec.modalities]
+        # Quality on the input needs an input of feature vectors: a fine-tuned text branch reads
+        # word pieces, so its text is scored on f_text against the feature queue instead.
+        self.input_scored = {m.name for m in spec.modalities if cfg.quality_space == "input"
+                             and not (m.name == "text" and self.encoders.text_branch is not None)}
+        dims = [m.dim if m.name in self.input_scored else d for m in spec.modalities]
+        if self.input_scored:
             self.input_queues = nn.ModuleDict({m.name: FeatureQueue(m.dim, cfg.queue_size, cfg.shrinkage, cfg.queue_min)
-                                               for m in spec.modalities})
+                                               for m in spec.modalities if m.name in self.input_scored})
         if cfg.use_quality:
             self.gate = QualityGate(len(names), cfg.gate_init)
         if cfg.quality_measure == "mahalanobis":
@@ -226,9 +229,8 @@ class DRF(Method):
 
     def scored(self, batch: Batch, features: dict[str, Tensor]) -> dict[str, Tensor]:
         """What quality is measured on, per modality: the standardized input, or the features."""
-        if self.cfg.quality_space == "feature":
-            return features
-        return {m: standardized_input(batch.features[m], batch.frame_mask[m]) for m in self.modalities}
+        return {m: standardized_input(batch.features[m], batch.frame_mask[m]) if m in self.input_scored else features[m]
+                for m in self.modalities}
 
     def distances(self, batch: Batch, slots: DRFPass) -> Tensor:
         """(B, M) distance of each modality to its queue. A recovered modality has no input of its
@@ -239,7 +241,7 @@ class DRF(Method):
         for j, m in enumerate(self.modalities):
             distance = self.distance(j, scored[m])
             rows = slots.recovered[:, j]
-            if self.cfg.quality_space == "input" and bool(rows.any()):
+            if m in self.input_scored and bool(rows.any()):
                 own = modality_distance(self.queues[m], slots.features[m], self.cfg.quality_measure, self.cfg.top_k)
                 distance = torch.where(rows, own, distance)
             columns.append(distance)
@@ -249,7 +251,7 @@ class DRF(Method):
         """D of modality `index` for the rows of `values` (B, dim) in the quality space, with the
         scorer's direction weights."""
         cfg, m = self.cfg, self.modalities[index]
-        queue = self.input_queues[m] if cfg.quality_space == "input" else self.queues[m]
+        queue = self.input_queues[m] if m in self.input_scored else self.queues[m]
         emphasis = self.emphasis(index) if cfg.quality_measure == "mahalanobis" else None
         return modality_distance(queue, values, cfg.quality_measure, cfg.top_k, emphasis)
 
@@ -275,12 +277,13 @@ class DRF(Method):
         """Fill the input queues once with the standardized inputs of K random clean training
         samples: inputs do not change during training, so neither does their distribution, and
         quality is scored from the first step on."""
-        if self.cfg.quality_space != "input":
+        if not self.input_scored:
             return
-        parts: dict[str, list[Tensor]] = {m: [] for m in self.modalities}
+        parts: dict[str, list[Tensor]] = {m: [] for m in self.modalities if m in self.input_scored}
         for batch in train.batches(256):
             for j, m in enumerate(self.modalities):
-                parts[m].append(standardized_input(batch.features[m], batch.frame_mask[m])[batch.present[:, j]])
+                if m in parts:
+                    parts[m].append(standardized_input(batch.features[m], batch.frame_mask[m])[batch.present[:, j]])
         was_training = self.training
         self.train()  # a queue only grows in training mode
         for m, values in parts.items():
@@ -322,11 +325,11 @@ class DRF(Method):
         are inputs or no-gradient features, so this trains the scorer's direction weights only."""
         hit = random_disruption(batch, 1.0, "C")
         clean = self.scored(batch, plain)
-        if self.cfg.quality_space == "input":
+        if len(self.input_scored) == len(self.modalities):  # inputs only: no encoder pass needed
             corrupted = self.scored(hit.batch, plain)
         else:
             with as_at_test_time(self):
-                corrupted = self.encoders(hit.batch)[2]
+                corrupted = self.scored(hit.batch, self.encoders(hit.batch)[2])
         clean_log, corrupt_log = [], []
         for j, m in enumerate(self.modalities):
             rows = hit.corrupted[:, j]
