@@ -141,3 +141,46 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# --- a tiny random BERT folder (no download): the fine-tuned text branch in tests ---
+
+TINY_BERT_WORDS = ("great", "wonderful", "good", "fun", "terrible", "awful", "bad", "boring", "the", "movie", "was")
+
+
+def write_tiny_bert(folder: Path, vocab_size: int = 30522) -> Path:
+    """A 2-layer, 16-wide BertModel with random weights and a WordPiece tokenizer whose special ids
+    match bert-base-uncased's ([PAD] 0, [UNK] 100, [CLS] 101, [SEP] 102, [MASK] 103), so MMSA-style
+    `text_bert` ids (synthetic pickles draw them below 30522) feed it directly."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = [f"[unused{i}]" for i in range(vocab_size)]
+    vocab[0], vocab[100], vocab[101], vocab[102], vocab[103] = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
+    vocab[1000:1000 + len(TINY_BERT_WORDS)] = TINY_BERT_WORDS
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizerFast(str(folder / "vocab.txt"), do_lower_case=True).save_pretrained(str(folder))
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=vocab_size, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=64, hidden_dropout_prob=0.0,
+                        attention_probs_dropout_prob=0.0)
+    BertModel(config).save_pretrained(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    return write_tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
+
+
+def with_text_bert(dataset: Dataset, vocab_size: int = 30522, max_tokens: int = 10, seed: int = 0) -> Dataset:
+    """`dataset` with MMSA-style word pieces per sample ([CLS] ids [SEP], padded with 0)."""
+    rng = np.random.default_rng(seed)
+    for split in dataset.splits.values():
+        n = len(split)
+        lengths = rng.integers(3, max_tokens + 1, n)
+        valid = np.arange(max_tokens)[None, :] < lengths[:, None]
+        ids = rng.integers(1000, vocab_size, (n, max_tokens)) * valid
+        ids[:, 0], ids[np.arange(n), lengths - 1] = 101, 102
+        split.text_bert = np.stack([ids, valid.astype(np.int64), np.zeros_like(ids)], axis=1)
+    return dataset

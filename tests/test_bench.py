@@ -225,10 +225,10 @@ def test_presets_expand_and_skip_unregistered_methods():
 
 def test_ablation_preset_is_one_table_whose_rows_are_the_variants(tmp_path):
     grid = make_grid("fsrf-ablation")
-    assert list(grid.variants)[0] == "full" and len(grid.variants) == 8
+    assert list(grid.variants)[0] == "full" and len(grid.variants) == 9
     assert grid.variants["w/o DAS-KL"] == ["method.use_das_kl=false"]
     keys = {job.key for job in grid.jobs()}
-    assert len(keys) == 8 * 3
+    assert len(keys) == 9 * 3
     full_table = {job.key for job in make_grid("fsrf-table").jobs() if job.method == "fsrf"}
     assert full_table <= keys  # "full" is the comparison table's fsrf run: trained once for both
     rows = pd.concat([rows_for({"fsrf": [[80, 81], [82, 83]]}, ["0", "0.5"]).assign(variant=v)

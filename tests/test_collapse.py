@@ -63,3 +63,11 @@ def test_the_report_lists_collapsed_runs_per_run():
     assert "b seed 1 (near-constant" in line and "a seed" not in line and "b seed 0" not in line
     assert collapsed_runs(rows.assign(collapsed="")) == "Collapsed runs: none"
     assert collapsed_runs(rows.drop(columns="collapsed")) == "Collapsed runs: not recorded"
+
+
+def test_a_modality_the_model_ignores_is_flagged_from_its_predictions_alone():
+    healthy = {"text": 0.6 * LABELS, "audio": 0.2 * LABELS}
+    assert collapse_reason(REGRESSION_MOSI, LABELS, LABELS, 3, 8, True, healthy) == ""
+    ignored = {**healthy, "audio": 0.1 + 0.001 * LABELS}  # raw-unit audio: the same score for everyone
+    reason = collapse_reason(REGRESSION_MOSI, LABELS, LABELS, 3, 8, True, ignored)
+    assert reason.startswith("near-constant predictions from audio alone (std ") and "text" not in reason

@@ -1,6 +1,7 @@
-"""DRF: the feature queue, MMD / Mahalanobis, quality and fusion weights, recovery only where
-missing, the training-time disruption, the ablation switches, and that it learns (and that its
-quality separates clean from corrupted features) on synthetic image-text data."""
+"""DRF: the feature queue, MMD / Mahalanobis, quality and the learned fusion gate, recovery only
+where missing, the shared training-time augmentation (disruption), the ablation switches, and
+that it learns (and that its quality separates clean from corrupted features) on synthetic
+image-text data."""
 
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ from robustmsa.data.batch import SplitTensors
 from robustmsa.evaluation.evaluate import evaluate, split_tensors
 from robustmsa.evaluation.quality import quality_auroc
 from robustmsa.methods.base import create_method, method_class
-from robustmsa.missing import CORRUPT_FRACTION, Protocol, make_pattern, random_disruption
+from robustmsa.missing import CORRUPT_FRACTION, Protocol, make_pattern, random_disruption, training_augmentation
 from robustmsa.nn.distribution import mahalanobis, rbf_mmd
-from robustmsa.nn.quality import fusion_weights, quality_margin_loss, uniform_weights
+from robustmsa.nn.quality import QualityGate, fusion_weights, modality_distance, quality_margin_loss, uniform_weights
 from robustmsa.nn.queue import FeatureQueue, ledoit_wolf_shrinkage
 from robustmsa.training.checkpoint import load_checkpoint, load_weights, save_weights
 from robustmsa.training.trainer import Trainer
@@ -55,6 +56,7 @@ def complete_batch(dataset, split="train"):
 def warmed(dataset, steps=3, **overrides):
     """A DRF whose queues are ready (a few training steps' worth of clean features)."""
     method = small_drf(dataset.spec, **overrides)
+    method.prepare(SplitTensors(dataset["train"], dataset.spec))
     method.train()
     batch = complete_batch(dataset)
     torch.manual_seed(2)
@@ -142,8 +144,24 @@ def test_fusion_weights_sum_to_one_over_available_and_are_zero_elsewhere():
         assert torch.allclose(weights[:5].sum(1), torch.ones(5)) and weights[5].sum() == 0.0
     weights = fusion_weights(log_quality, available)
     assert torch.allclose(weights[0], torch.softmax(log_quality[0], 0))  # softmax of log q = q / sum q
-    assert quality_margin_loss(torch.tensor([0.0]), torch.tensor([-2.0]), margin=1.0) == 0.0
-    assert quality_margin_loss(torch.tensor([0.0]), torch.tensor([-0.25]), margin=1.0) == pytest.approx(0.75)
+    ranked = [quality_margin_loss(torch.tensor([0.0]), torch.tensor([-gap]), margin=1.0).item() for gap in (-1, 0, 1, 3, 8)]
+    assert ranked == sorted(ranked, reverse=True) and ranked[-1] < 1e-3 < ranked[-2]  # fades past the margin
+    assert ranked[2] == pytest.approx(torch.nn.functional.softplus(torch.tensor(0.0)).item())  # log 2 at the margin
+
+
+def test_quality_gate_starts_at_plain_fusion_and_is_monotone_in_the_distance():
+    distance = torch.tensor([[1.0, 1.0, 1.0], [1.0, 30.0, 2.0], [0.5, 80.0, 9.0]])
+    available = torch.tensor([[1, 1, 1], [1, 1, 1], [1, 0, 1]], dtype=torch.bool)
+    start = QualityGate(3)(distance, available)  # alpha ~ 0, beta = 0: the weights of plain fusion
+    assert torch.allclose(start, uniform_weights(available), atol=0.02) and torch.all(start[~available] == 0)
+    gate = QualityGate(3, init=0.7)
+    with torch.no_grad():
+        gate.slope[1] = -2.0  # a negative a_m still means alpha_m >= 0: never more weight for more distance
+    weights = gate(distance, available)
+    assert torch.allclose(weights.sum(1), torch.ones(3)) and torch.all(weights[~available] == 0)
+    assert weights[1, 1] < weights[1, 2] < weights[1, 0]  # the farther, the lighter
+    farther = gate(distance + torch.tensor([[0.0, 5.0, 0.0]]), available)
+    assert farther[0, 1] < weights[0, 1] and farther[1, 1] < weights[1, 1]
 
 
 @pytest.mark.parametrize("recovery", [False, True])
@@ -169,8 +187,8 @@ def test_method_weights_sum_to_one_over_the_modalities_a_sample_has(tiny, recove
 # --- the queues inside the method ---------------------------------------------------------
 
 
-def test_queue_holds_exactly_the_clean_present_training_features(tiny):
-    method = small_drf(tiny.spec, dropout=0.0, disrupt_rate=1.0)  # every sample disrupted
+def test_queue_holds_exactly_the_clean_present_training_features_without_dropout(tiny):
+    method = small_drf(tiny.spec, dropout=0.3, disrupt_rate=1.0)  # every sample disrupted
     method.train()
     batch = complete_batch(tiny)
     present = batch.present.clone()
@@ -180,9 +198,13 @@ def test_queue_holds_exactly_the_clean_present_training_features(tiny):
     assert all(int(q.count) == 0 for q in method.queues.values())  # nothing before the step ends
     method.after_step()
     with torch.no_grad():
+        noisy = method.encoders(batch)[2]
+        method.eval()
         _, _, clean = method.encoders(batch)
+    assert not torch.allclose(noisy["text"], clean["text"], atol=1e-3)  # dropout does change them
     for j, m in enumerate(method.modalities):
-        # the clean encodings of the present samples: not the disrupted view, not the missing ones
+        # the clean test-time encodings of the present samples: not the disrupted view, not the
+        # missing ones, and without dropout, so train-time and test-time distances share a scale
         assert torch.allclose(method.queues[m].contents(), clean[m][present[:, j]], atol=1e-6)
     method.after_step()  # a second call without a new step adds nothing
     assert int(method.queues["text"].count) == int(present[:, 0].sum())
@@ -245,7 +267,7 @@ def test_recovery_losses_learn_toward_detached_targets(tiny, distance):
     method = warmed(tiny, recovery_distance=distance)
     torch.manual_seed(0)
     terms = method.loss(complete_batch(tiny), "train")
-    assert set(terms) == {"loss", "task", "quality_margin", "recovery_sample", "recovery_dist"}
+    assert set(terms) == {"loss", "task", "quality_ranking", "recovery_sample", "recovery_dist"}
     assert terms["recovery_sample"] > 0 and terms["recovery_dist"] > 0
     recovery = list(method.recovery.parameters())
     grads = torch.autograd.grad(terms["recovery_sample"] + terms["recovery_dist"], recovery, allow_unused=True)
@@ -253,7 +275,7 @@ def test_recovery_losses_learn_toward_detached_targets(tiny, distance):
 
 
 SWITCHES = {
-    "use_quality": ["quality_margin"],
+    "use_quality": [],
     "use_recovery": ["recovery_sample", "recovery_dist"],
     "recovery_sample_loss": ["recovery_sample"],
     "recovery_dist_loss": ["recovery_dist"],
@@ -266,11 +288,12 @@ def test_each_switch_removes_its_term_and_every_remaining_parameter_trains(switc
     torch.manual_seed(1)
     terms = method.loss(complete_batch(pooled), "train")
     assert all(terms[name].item() == 0.0 for name in SWITCHES[switch])
-    assert all(terms[name].item() > 0.0 for name in set(terms) - set(SWITCHES[switch]) - {"quality_margin"})
+    assert all(terms[name].item() > 0.0 for name in set(terms) - set(SWITCHES[switch]) - {"quality_ranking"})
     terms["loss"].backward()
     silent = [n for n, p in method.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
     assert not silent
     if switch == "use_quality":
+        assert not hasattr(method, "gate")
         method.eval()
         out = method(complete_batch(pooled, "test"))
         assert torch.allclose(out.extras["fusion_weights"], torch.full_like(out.extras["fusion_weights"], 0.5))
@@ -278,13 +301,62 @@ def test_each_switch_removes_its_term_and_every_remaining_parameter_trains(switc
         assert not hasattr(method, "recovery")
 
 
-def test_quality_margin_is_active_once_the_queues_are_ready(pooled):
+def test_the_gate_reads_the_distance_detached_and_learns_from_the_task(pooled):
+    method = warmed(pooled)
+    batch = complete_batch(pooled)
+    torch.manual_seed(3)
+    view = method.run(random_disruption(batch, 1.0, "C", torch.Generator().manual_seed(0)).batch)
+    weights = view.quality.weights
+    # the weights move with the gate's parameters and never with the features the distance scores
+    encoder_grads = torch.autograd.grad(weights[:, 0].sum(), list(method.encoders.parameters()), allow_unused=True)
+    assert all(g is None or g.abs().sum() == 0 for g in encoder_grads)
+    terms = method.loss(batch, "train")
+    slope, bias = torch.autograd.grad(terms["task"], [method.gate.slope, method.gate.bias])
+    assert slope.abs().sum() > 0 and bias.abs().sum() > 0
+
+
+def test_the_ranking_loss_trains_the_scorer_and_never_the_features(pooled):
     method = warmed(pooled)
     torch.manual_seed(3)
     terms = method.loss(complete_batch(pooled), "train")
-    assert terms["quality_margin"] > 0  # untrained: corrupted features are not yet ranked below clean ones
-    grads = torch.autograd.grad(terms["quality_margin"], list(method.encoders.parameters()), allow_unused=True)
-    assert any(g is not None and g.abs().sum() > 0 for g in grads)
+    assert terms["quality_ranking"] > 0  # untrained: corrupted features are not yet ranked below clean ones
+    scorer = [p for n, p in method.named_parameters() if n.startswith("emphasis.")]
+    others = [p for n, p in method.named_parameters() if not n.startswith("emphasis.")]
+    grads = torch.autograd.grad(terms["quality_ranking"], scorer + others, allow_unused=True)
+    assert all(g.abs().sum() > 0 for g in grads[: len(scorer)])  # one set of direction weights per modality
+    assert all(g is None or g.abs().sum() == 0 for g in grads[len(scorer):])
+
+
+def test_direction_weights_of_one_are_the_plain_mahalanobis_distance():
+    generator = torch.Generator().manual_seed(4)
+    queue = FeatureQueue(dim=5, size=50, min_count=2)
+    queue.push(torch.randn(50, 5, generator=generator) @ torch.randn(5, 5, generator=generator))
+    x = torch.randn(7, 5, generator=generator)
+    assert torch.allclose(modality_distance(queue, x, emphasis=torch.ones(5)), queue.mahalanobis(x), atol=1e-4)
+    # all the weight on one whitened direction: the distance along that direction only
+    one = modality_distance(queue, x, emphasis=torch.tensor([5.0, 0, 0, 0, 0]))
+    assert torch.allclose(one, queue.whiten(x)[:, 0].abs(), atol=1e-4)
+    queue.push(torch.randn(50, 5, generator=generator) * 3.0)  # new statistics: the cached factor follows
+    assert torch.allclose(modality_distance(queue, x, emphasis=torch.ones(5)), queue.mahalanobis(x), atol=1e-4)
+    restored = FeatureQueue(dim=5, size=50, min_count=2)
+    restored.whiten(x)  # a factor of the identity precision, cached ...
+    restored.load_state_dict(queue.state_dict())  # ... then the precision is loaded in place
+    assert torch.allclose(restored.whiten(x), queue.whiten(x), atol=1e-5)
+
+
+def test_a_gate_that_trusts_the_distance_moves_weight_off_a_far_modality(pooled):
+    method = warmed(pooled)
+    method.eval()
+    batch = complete_batch(pooled, "test")
+    with torch.no_grad():
+        start = method(batch).extras["fusion_weights"]
+        assert torch.allclose(start, torch.full((batch.size, 2), 0.5), atol=0.03)  # plain fusion at first
+        method.gate.slope.fill_(2.0)
+        typical = method.run(batch, torch.ones(batch.size, 2))
+        far = method.run(batch, torch.tensor([[1.0, 30.0]]).expand(batch.size, 2))
+    assert torch.allclose(typical.quality.weights, torch.full((batch.size, 2), 0.5))
+    assert torch.all(far.quality.weights[:, 1] < 0.1)
+    assert not torch.allclose(far.pred, typical.pred)
 
 
 def test_bad_options_are_one_line_errors(tiny):
@@ -294,6 +366,9 @@ def test_bad_options_are_one_line_errors(tiny):
         create_method("drf", tiny.spec, quality_measure="entropy")
     with pytest.raises(ValueError, match="disrupt_mode 'X'"):
         create_method("drf", tiny.spec, disrupt_mode="X")
+    for method in ("drf", "late_fusion"):
+        with pytest.raises(ValueError, match="train_disruption 'corrupt' not one of none, disrupt"):
+            create_method(method, tiny.spec, train_disruption="corrupt")
 
 
 def test_cosine_quality_measure_runs_and_ranks_shifted_features_lower(tiny):
@@ -350,6 +425,33 @@ def test_random_disruption_hits_one_modality_of_the_drawn_samples(pooled, mode):
                 assert torch.all((corrupted == original).all(-1) | zeroed)
 
 
+def test_the_training_augmentation_is_one_shared_named_option(pooled):
+    batch = complete_batch(pooled)
+
+    def augmented(name, seed=0, **options):
+        method = create_method(name, pooled.spec, **options)
+        method.train()
+        torch.manual_seed(seed)
+        return method.training_view(batch)
+
+    # late_fusion can train under DRF's disruption, DRF under the shared missing view: same draws, same view
+    for options in ({"train_missing": False, "train_disruption": "disrupt", "disrupt_rate": 1.0},
+                    {"train_missing": True, "train_disruption": "none"}):
+        a, b = augmented("late_fusion", **options), augmented("drf", **options)
+        assert torch.equal(a.corrupted, b.corrupted) and torch.equal(a.batch.present, b.batch.present)
+        assert torch.equal(a.batch.features["text"], b.batch.features["text"])
+    disrupted = augmented("late_fusion", train_missing=False, train_disruption="disrupt", disrupt_rate=1.0)
+    assert bool((disrupted.corrupted | disrupted.discarded).any(1).all())  # every sample hit
+    default = augmented("late_fusion")  # late_fusion's default: the missing view only, nothing corrupted
+    assert not default.corrupted.any() and not default.discarded.any()
+    assert not torch.equal(default.batch.present, batch.present)
+    both = training_augmentation(batch, True, 0.5, "disrupt", 1.0, "D", torch.Generator().manual_seed(1))
+    assert torch.all(both.batch.present <= batch.present) and both.discarded.any()
+    method = create_method("drf", pooled.spec, train_disruption="disrupt")
+    method.eval()  # never at evaluation
+    assert method.training_view(batch).batch is batch
+
+
 def test_random_disruption_never_discards_the_last_modality_and_is_seeded(pooled):
     batch = complete_batch(pooled)
     present = batch.present.clone()
@@ -391,25 +493,50 @@ def test_quality_ranks_clean_above_corrupted_on_held_out_data(trained_mvsa):
     auroc = quality_auroc(load_checkpoint(result.path).method, data)
     print(f"\nDRF quality AUROC (clean vs corrupted, test split of {MVSA}): "
           + ", ".join(f"{m} {v:.4f}" for m, v in auroc.items()))
-    assert all(v > 0.75 for v in auroc.values()), auroc  # 0.5 = blind; measured 0.85 (text), 0.96 (image)
+    assert all(v > 0.9 for v in auroc.values()), auroc  # 0.5 = blind; measured 0.973 (text), 1.000 (image)
 
 
 # --- the bench presets --------------------------------------------------------------------
 
 
-def test_drf_ablation_preset_runs_every_variant_on_the_drf_table_columns(tmp_path):
+def test_drf_ablation_preset_runs_every_variant_and_the_fairness_grid_once(tmp_path):
     from robustmsa.bench import make_grid, run_grid
 
-    grid = make_grid("drf-ablation", data=["synthetic:mvsa:n=60:seed=1"], seeds=[0],
-                     overrides=["train.epochs=1", "method.d=16", "method.queue_size=64"])
-    table = make_grid("drf-table", data=["synthetic:mvsa:n=60:seed=1"], seeds=[0], methods=["drf"],
-                      overrides=["train.epochs=1", "method.d=16", "method.queue_size=64"])
-    assert list(grid.variants) == ["full", "w/o quality weighting", "w/o recovery",
-                                   "recovery: sample loss only", "recovery: distribution loss only"]
+    options = ["train.epochs=1", "method.d=16"]  # options both methods have
+    grid = make_grid("drf-ablation", data=["synthetic:mvsa:n=60:seed=1"], seeds=[0], overrides=options)
+    table = make_grid("drf-table", data=["synthetic:mvsa:n=60:seed=1"], seeds=[0], methods=["drf", "late_fusion"],
+                      overrides=options)
+    assert list(grid.variants) == ["full", "w/o quality weighting", "w/o recovery", "recovery: sample loss only",
+                                   "recovery: distribution loss only", "trained with the missing augmentation",
+                                   "trained with DRF's disruption"]
     assert grid.protocols == table.protocols and grid.protocols[0] == "none"
     assert "disrupt:CD:fixed:image" in grid.protocols and grid.protocols[-1] == "disrupt:CD:random:1"
-    assert {job.key for job in table.jobs()} <= {job.key for job in grid.jobs()}  # "full" is the table's run
+    jobs = grid.jobs()
+    assert {job.key for job in table.jobs()} <= {job.key for job in jobs}  # each default cell is the table's run
+    cells = {(job.method, job.variant): set(job.overrides) - set(options) for job in jobs}
+    assert len(cells) == 9 and all(method == "drf" for method, _ in list(cells)[:5])
+    # the 2x2 grid: each method under each augmentation, the same options for both methods
+    disrupt = {"method.train_missing=false", "method.train_disruption=disrupt"}
+    missing = {"method.train_missing=true", "method.train_disruption=none"}
+    assert cells["late_fusion", "trained with DRF's disruption"] == disrupt
+    assert cells["drf", "trained with the missing augmentation"] == missing
+    assert cells["drf", "trained with DRF's disruption"] == cells["drf", "full"] == set()  # drf's defaults
     result = run_grid(grid, tmp_path, progress=False)
-    assert result.ran == 5 and not result.failed
-    assert set(result.rows["variant"]) == set(grid.variants)
-    assert len(result.rows) == 5 * len(grid.protocols) * 3  # variants x columns x (acc, f1, f1_macro)
+    assert result.ran == 8 and not result.failed  # "full" and drf's disruption cell are one run
+    assert set(zip(result.rows["method"], result.rows["variant"])) == set(cells)
+    assert len(result.rows) == 9 * len(grid.protocols) * 3  # cells x columns x (acc, f1, f1_macro)
+
+
+def test_drf_presets_add_real_low_quality_text_on_data_built_from_raw_text(tiny_real):
+    from robustmsa.bench import make_grid
+    from robustmsa.missing import TEXTNOISE_KINDS
+
+    _, path = tiny_real
+    for preset in ("drf-table", "drf-ablation"):
+        grid = make_grid(preset, data=[str(path)], seeds=[0])
+        columns = grid.dataset_protocols[str(path)]
+        assert columns[:12] == make_grid(preset, data=["synthetic:mvsa:n=60:seed=1"]).protocols[:1] + [
+            f"disrupt:{mode}:fixed:{m}" for m in ("text", "audio") for mode in ("C", "D", "CD")] + [
+            f"disrupt:CD:random:{r}" for r in ("0.2", "0.4", "0.6", "0.8", "1")]
+        assert columns[12:] == [f"textnoise:{k}:0.8" for k in TEXTNOISE_KINDS] + ["textnoise:mix:0.5"]
+        assert all(job.protocols == tuple(columns) for job in grid.jobs())

@@ -1,7 +1,11 @@
-"""FSRF: its distribution losses, the noise branch, recovery only where missing, DAS directions,
-the ablation switches, and that it learns on synthetic MOSI."""
+"""FSRF: its distribution losses, the noise branch, recovery only where missing, DAS directions
+(the return direction blind to the full view's scale, alignment with a stop-gradient on the full
+view), distillation whose strength does not depend on the label range, the ablation switches,
+and that it learns on synthetic MOSI."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import pytest
 import torch
@@ -10,9 +14,10 @@ from conftest import make_tiny_dataset
 from robustmsa.config import RunConfig, apply_overrides
 from robustmsa.data import load_dataset
 from robustmsa.data.batch import SplitTensors
+from robustmsa.data.schema import LabelSpec
 from robustmsa.evaluation.evaluate import evaluate
 from robustmsa.methods.base import create_method, method_class
-from robustmsa.nn.distribution import bidirectional_kl, bin_logits, cmd, diff_loss, gaussian_prior_kl
+from robustmsa.nn.distribution import bidirectional_kl, bin_logits, cmd, diff_loss, distill_kl, gaussian_prior_kl
 from robustmsa.training.trainer import Trainer
 
 SMALL = {"d": 16, "heads": 2, "max_frames": 8}
@@ -157,10 +162,92 @@ def test_loss_names_every_term_and_recovery_learns_toward_detached_targets(datas
     assert any(g is not None and g.abs().sum() > 0 for g in grads[len(targets_only) :])
 
 
+def test_prepare_records_training_label_statistics_and_the_checkpoint_carries_them(dataset):
+    method = small_fsrf(dataset.spec)
+    train = complete_batch(dataset, "train")
+    method.prepare(SplitTensors(dataset["train"], dataset.spec))
+    labels = torch.as_tensor(dataset["train"].labels, dtype=torch.float64)
+    assert method.label_mean.item() == pytest.approx(labels.mean().item(), abs=1e-6)
+    assert method.label_std.item() == pytest.approx(labels.std().item(), abs=1e-6)
+    state = method.state_dict()
+    assert {"label_mean", "label_std"} <= set(state)
+    # The task loss is L1 in label-std units by default, plain L1 with task_scale="label".
+    pred = torch.zeros(len(train.labels))
+    plain = torch.nn.functional.l1_loss(pred, train.labels)
+    assert method.task_loss(pred, train).item() == pytest.approx(plain.item() / labels.std().item(), rel=1e-5)
+    method.cfg.task_scale = "label"
+    assert method.task_loss(pred, train).item() == pytest.approx(plain.item(), rel=1e-5)
+
+
+def _das_to_task_gradient_ratio(dataset, high: float, **options) -> float:
+    """|d DAS / d miss| over |d task / d full| for labels on [-high, high], the same predictions
+    and labels expressed in that range's units (MOSI high=3, SIMS high=1)."""
+    generator = torch.Generator().manual_seed(0)
+    labels_unit = torch.randn(32, generator=generator).clamp(-2.5, 2.5)
+    full_unit = labels_unit + 0.3 * torch.randn(32, generator=generator)
+    scale = high / 3.0
+    spec = dataset.spec.__class__(dataset.spec.name, dataset.spec.modalities, LabelSpec("regression", -high, high))
+    method = small_fsrf(spec, **options)
+    method.label_mean.fill_(0.0)
+    method.label_std.fill_(scale)
+    full = (full_unit * scale).requires_grad_(True)
+    miss = (0.4 * full_unit * scale).requires_grad_(True)  # the degraded view: shrunk
+    batch = complete_batch(dataset, "train")
+    labeled = replace(batch, labels=labels_unit * scale, labeled=torch.ones(32, dtype=torch.bool))
+    (grad_task,) = torch.autograd.grad(method.task_loss(full, labeled), full)
+    (grad_das,) = torch.autograd.grad(distill_kl(method.das_logits(full), method.das_logits(miss)), miss)
+    return (grad_das.norm() / grad_task.norm()).item()
+
+
+def test_distillation_to_task_gradient_ratio_is_the_same_on_every_label_range(dataset):
+    """MOSI [-3, 3] and SIMS [-1, 1]: the ratio of the DAS gradient to the task gradient is the
+    same by default, whereas bins over the label range with a plain L1 task (the first design)
+    make DAS several times stronger on SIMS."""
+    assert _das_to_task_gradient_ratio(dataset, 3.0) == pytest.approx(_das_to_task_gradient_ratio(dataset, 1.0), rel=1e-4)
+    first = {"das_scale": "range", "task_scale": "label"}
+    assert _das_to_task_gradient_ratio(dataset, 1.0, **first) > 2.5 * _das_to_task_gradient_ratio(dataset, 3.0, **first)
+
+
+def test_standardized_return_direction_cannot_shrink_or_shift_the_full_view(dataset):
+    method = small_fsrf(dataset.spec)
+    generator = torch.Generator().manual_seed(0)
+    full = (1.5 * torch.randn(64, generator=generator)).requires_grad_(True)
+    miss = (0.3 * full + 0.2 * torch.randn(64, generator=generator)).detach().requires_grad_(True)
+    term = method._return_kl(full, miss)
+    grad_full, grad_miss = torch.autograd.grad(term, (full, miss), allow_unused=True)
+    assert term > 0 and grad_full.abs().sum() > 0
+    assert grad_miss is None or grad_miss.abs().sum() == 0  # the full view is the student
+    # No component along a shift (all ones) or a rescaling (the predictions themselves).
+    assert grad_full.sum().abs() < 1e-5 * grad_full.abs().sum()
+    assert (grad_full * full.detach()).sum().abs() < 1e-4 * (grad_full.abs() * full.detach().abs()).sum()
+    # The first design's return on raw predictions does pull the full view's spread in.
+    method.cfg.das_return = "prediction"
+    (grad_raw,) = torch.autograd.grad(method._return_kl(full, miss), full)
+    assert (grad_raw * full.detach()).sum() > 0  # gradient descent shrinks |full|
+
+
+@pytest.mark.parametrize("mode, full_moves", [("cosine", False), ("stopgrad", False), ("symmetric", True)])
+def test_view_alignment_moves_the_full_view_only_when_symmetric(mode, full_moves, dataset):
+    method = small_fsrf(dataset.spec, das_align=mode)
+    generator = torch.Generator().manual_seed(0)
+    full = torch.randn(16, 8, generator=generator, requires_grad=True)
+    miss = (0.5 * full + 0.1 * torch.randn(16, 8, generator=generator)).detach().requires_grad_(True)
+    align = method._view_alignment(full, miss)
+    grad_full, grad_miss = torch.autograd.grad(align, (full, miss), allow_unused=True)
+    assert align > 0 and grad_miss.abs().sum() > 0
+    moved = grad_full is not None and grad_full.abs().sum() > 0
+    assert moved == full_moves
+
+
+def test_unknown_das_mode_is_a_one_line_error(dataset):
+    with pytest.raises(ValueError, match="das_align='both'.*cosine, stopgrad, symmetric"):
+        small_fsrf(dataset.spec, das_align="both")
+
+
 SWITCHES = {
     "use_noise": ["prior"], "use_sim": ["sim"], "use_diff": ["diff"], "use_recon": ["recon"],
     "use_recovery": ["recovery"], "use_das_kl": ["das_kl_full_to_miss", "das_kl_miss_to_full"],
-    "use_das_align": ["das_align"],
+    "use_das_return": ["das_kl_miss_to_full"], "use_das_align": ["das_align"],
 }
 
 

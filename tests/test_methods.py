@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_tiny_dataset
+from conftest import make_tiny_dataset, with_text_bert
 from robustmsa.data.batch import SplitTensors
-from robustmsa.methods.base import create_method, list_methods
+from robustmsa.methods.base import TextBranchConfig, create_method, list_methods, method_class
 from robustmsa.missing import Protocol, make_pattern
 
 PROTOCOLS = [
@@ -100,3 +100,82 @@ def test_prediction_does_not_depend_on_batch_size(name, tiny_dataset):
     method.prepare(SplitTensors(tiny_dataset["train"], tiny_dataset.spec))
     tensors = SplitTensors(tiny_dataset["test"], tiny_dataset.spec)
     np.testing.assert_allclose(predict_tensors(method, tensors, 3), predict_tensors(method, tensors, 64), atol=1e-5)
+
+
+# --- the fine-tuned text branch (method.text_encoder=finetune) on a tiny random BERT -------------
+
+FINETUNE_METHODS = [n for n in list_methods() if issubclass(method_class(n).config_class, TextBranchConfig)]
+FINETUNE_PROTOCOLS = ["none", "modality:0.5", "subset:a", "frame:0.5", "disrupt:D:random:1"]
+
+
+def finetune_method(name, spec, tiny_bert):
+    torch.manual_seed(0)
+    return create_method(name, spec, text_encoder="finetune", text_model=str(tiny_bert), **SMALL.get(name, {}))
+
+
+def test_every_encoder_method_takes_the_text_branch_option():
+    assert {"late_fusion", "mult_lite", "misa", "fsrf", "drf", "sslmm"} <= set(FINETUNE_METHODS)
+
+
+@pytest.mark.parametrize("protocol", FINETUNE_PROTOCOLS)
+@pytest.mark.parametrize("name", FINETUNE_METHODS)
+def test_finetune_branch_missing_text_and_dropped_tokens_have_no_effect(name, protocol, tiny_bert, one_torch_thread):
+    dataset = with_text_bert(DATASETS["real2"]())
+    method = finetune_method(name, dataset.spec, tiny_bert)
+    method.prepare(SplitTensors(dataset["train"], dataset.spec))
+    batch = protocol_batch(dataset, protocol)
+    method.eval()
+    out = method(batch)
+    assert out.pred.shape == (batch.size,) and torch.isfinite(out.pred).all()
+
+    # every word piece the method must not see (padding, dropped, or the text is missing) -> random ids
+    hidden = batch.text_bert[:, 1] == 0
+    noise = torch.randint(1000, 30522, hidden.shape)
+    tokens = batch.text_bert.clone()
+    tokens[:, 0] = torch.where(hidden, noise, tokens[:, 0])
+    text = torch.zeros_like(batch.features["text"]) + 100 * torch.randn_like(batch.features["text"])  # unread
+    perturbed = type(batch)(**{**batch.__dict__, "text_bert": tokens, "features": {**batch.features, "text": text}})
+    assert torch.allclose(method(perturbed).pred, out.pred, atol=1e-5)
+    if protocol != "none":
+        assert bool(hidden.any())
+
+    method.train()
+    losses = method.loss(batch, method.phases()[-1].name)
+    assert all(torch.isfinite(v) for v in losses.values())
+
+
+@pytest.mark.parametrize("name", ["late_fusion", "sslmm"])
+def test_finetune_gradients_reach_the_transformer_and_freezing_stops_them(name, tiny_bert, one_torch_thread):
+    dataset = with_text_bert(DATASETS["real2"]())
+    batch = SplitTensors(dataset["train"], dataset.spec).batch(slice(None))
+    for freeze, expect_embeddings in ((0, True), (1, False)):
+        method = create_method(name, dataset.spec, text_encoder="finetune", text_model=str(tiny_bert),
+                               text_freeze_layers=freeze)
+        method.train()
+        torch.manual_seed(1)
+        for phase in method.phases():
+            method.zero_grad()
+            method.loss(batch, phase.name)["loss"].backward()
+        grads = {n: p.grad for n, p in method.named_parameters() if p.requires_grad}
+        assert any(".model.encoder.layer.1." in n and g is not None and g.abs().sum() > 0 for n, g in grads.items())
+        assert any("word_embeddings" in n for n in grads) == expect_embeddings
+        assert any(".model.encoder.layer.0." in n for n in grads) == expect_embeddings
+        groups = method.param_groups(1e-3)
+        assert [g["lr"] for g in groups] == [1e-3, 2e-5]
+
+
+def test_finetune_prediction_does_not_depend_on_batch_size(tiny_bert, one_torch_thread):
+    from robustmsa.evaluation.evaluate import predict_tensors
+
+    dataset = with_text_bert(make_tiny_dataset(), max_tokens=12)
+    method = finetune_method("late_fusion", dataset.spec, tiny_bert)
+    tensors = SplitTensors(dataset["test"], dataset.spec)
+    np.testing.assert_allclose(predict_tensors(method, tensors, 3), predict_tensors(method, tensors, 64), atol=1e-5)
+
+
+def test_finetune_without_text_bert_is_a_one_line_error(tiny_bert, tiny_dataset):
+    method = finetune_method("late_fusion", tiny_dataset.spec, tiny_bert)
+    with pytest.raises(ValueError, match="needs text_bert token ids"):
+        method(SplitTensors(tiny_dataset["test"], tiny_dataset.spec).batch(slice(None)))
+    with pytest.raises(ValueError, match="text_encoder='bert'"):
+        create_method("late_fusion", tiny_dataset.spec, text_encoder="bert")

@@ -116,3 +116,22 @@ def test_standardize_false_opts_out(tmp_path):
     recorded = json.loads((on.path / "config.json").read_text())["standardize"]
     assert set(recorded) == set(dataset.spec.modality_names)
     assert load_checkpoint(on.path).method.input_stats is not None
+
+
+def test_corruption_zeroes_the_stored_values_and_missing_ones_are_zero_after_standardization():
+    from robustmsa.data.batch import MissingPattern
+
+    dataset = make_tiny_dataset(n=24, seed=8)
+    split, spec = dataset["train"], dataset.spec
+    stats = fit_feature_stats(split)
+    present = np.ones((len(split), 3), dtype=bool)
+    present[0, 1] = False  # sample 0 misses audio (the method is told)
+    corrupt = {"audio": np.zeros((len(split), 1, 1), dtype=bool)}
+    corrupt["audio"][1] = True  # sample 1's audio zeroed as stored (the method is not told)
+    tensors = SplitTensors(split, spec, MissingPattern(present, {}, corrupt), stats=stats)
+    audio, kept = tensors.features["audio"].numpy(), tensors.frame_mask["audio"].numpy()
+    assert not kept[0].any() and np.all(audio[0] == 0)
+    frames = split.lengths["audio"][1]
+    assert kept[1, :frames].all()
+    np.testing.assert_allclose(audio[1, :frames], np.broadcast_to(-stats.mean["audio"] / stats.std["audio"],
+                                                                   (frames, spec.modality("audio").dim)), rtol=1e-6)

@@ -80,7 +80,8 @@ class Grid:
     protocols: list[str]
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     overrides: list[str] = field(default_factory=list)  # for every run
-    variants: dict[str, list[str]] = field(default_factory=lambda: {"": []})  # label -> overrides
+    # label -> overrides for every method, or {method: overrides} for a variant of some methods only
+    variants: dict[str, list[str] | dict[str, list[str]]] = field(default_factory=lambda: {"": []})
     method_overrides: dict[str, list[str]] = field(default_factory=dict)
     metrics: dict[str, list[str]] = field(default_factory=dict)  # metric family -> metrics to report
     skipped_methods: list[str] = field(default_factory=list)
@@ -89,13 +90,19 @@ class Grid:
 
     def jobs(self) -> list[Job]:
         return [
-            Job(method, data, label, tuple(self.overrides + extra + self.method_overrides.get(method, [])), seed,
+            Job(method, data, label, tuple(self.overrides + _variant_overrides(extra, method)
+                                           + self.method_overrides.get(method, [])), seed,
                 tuple(self.dataset_protocols.get(data, self.protocols)), data_hash=data_hash(data))
             for data in self.datasets
             for label, extra in self.variants.items()
             for method in self.methods
+            if isinstance(extra, list) or method in extra
             for seed in self.seeds
         ]
+
+
+def _variant_overrides(extra: list[str] | dict[str, list[str]], method: str) -> list[str]:
+    return list(extra) if isinstance(extra, list) else list(extra[method])
 
 
 # --------------------------------------------------------------------------- presets
@@ -118,18 +125,37 @@ MOSI_REAL_BUILDS = {  # default dataset path -> the command that builds it
 }
 
 
-def _mosi_real_protocols(dataset) -> list[str]:
+def _mosi_real_protocols(data: str) -> list[str]:
     """Complete, the modality curve to 0.5, every incomplete kept set of this dataset, and (for a
     dataset built from raw text) real low-quality text: each textnoise kind at 0.2..0.8, the mix."""
     from robustmsa.features.textnoise import curve_protocols, text_info
 
     try:
-        text_info(dataset)
+        text_info(_load(data))
         textnoise = curve_protocols()
     except ValueError:  # features without transcripts (e.g. --data of another kind): no textnoise columns
         textnoise = []
     return ["none", *[f"modality:{r}" for r in MODALITY_RATES[:6]],
-            *_subset_protocols(dataset.spec.modality_names)[:-1], *textnoise]
+            *_subset_protocols(_modalities_of(data))[:-1], *textnoise]
+
+
+DEMO_METHODS = ["late_fusion", "mean_impute", "fsrf", "drf", "sslmm"]
+DEMO_N, DEMO_EPOCHS = 733, 10  # samples (MOSI has 2199) and epochs of the quick demo
+
+
+def _drf_protocols(data: str) -> list[str]:
+    """DRF's disrupt columns; on a dataset built from raw text also real low-quality text, each
+    textnoise kind at word rate 0.8, then the random mix (DRF's low-quality modality; the
+    `mosi-real` preset has the whole textnoise curve)."""
+    from robustmsa.features.textnoise import MIX_FRACTION, text_info
+    from robustmsa.missing import TEXTNOISE_KINDS
+
+    columns = _disrupt_protocols(list(_modalities_of(data)))
+    try:
+        text_info(_load(data))
+    except ValueError:  # no raw text to degrade
+        return columns
+    return columns + [f"textnoise:{k}:0.8" for k in TEXTNOISE_KINDS] + [f"textnoise:mix:{MIX_FRACTION}"]
 
 
 PRESETS = {
@@ -146,21 +172,29 @@ PRESETS = {
         methods=["fsrf"], datasets=["synthetic:mosi"], protocols=_subset_protocols(),
         variants={"full": [], **{f"w/o {name}": [f"method.use_{switch}=false"] for name, switch in (
             ("noise branch", "noise"), ("similarity", "sim"), ("difference", "diff"), ("reconstruction", "recon"),
-            ("recovery", "recovery"), ("DAS-KL", "das_kl"), ("DAS-alignment", "das_align"))}},
+            ("recovery", "recovery"), ("DAS-KL", "das_kl"), ("DAS return (missing -> full)", "das_return"),
+            ("DAS-alignment", "das_align"))}},
         variant_rows=True, metrics={"mosi": ["f1_non0", "acc2_non0", "mae"]},
     ),
     "drf-table": dict(
         methods=["late_fusion", "mean_impute", "misa", "drf", "fsrf"], datasets=["synthetic:mvsa"],
-        protocols=None,  # depends on the dataset's modalities: filled in by make_grid
+        protocols=None, protocols_for=_drf_protocols,  # per dataset: its modalities, raw text or not
         metrics={"classification": ["acc", "f1"], "mosi": ["acc2_non0", "f1_non0"]},
     ),
+    # DRF without each component, then the fairness grid {late_fusion, drf} x {shared missing
+    # augmentation, DRF's disruption}: a method's default cell is its drf-table run (cached).
     "drf-ablation": dict(
-        methods=["drf"], datasets=["synthetic:mvsa"],
-        protocols=None,  # the drf-table columns, filled in by make_grid
-        variants={"full": [], "w/o quality weighting": ["method.use_quality=false"],
-                  "w/o recovery": ["method.use_recovery=false"],
-                  "recovery: sample loss only": ["method.recovery_dist_loss=false"],
-                  "recovery: distribution loss only": ["method.recovery_sample_loss=false"]},
+        methods=["drf", "late_fusion"], datasets=["synthetic:mvsa"],
+        protocols=None, protocols_for=_drf_protocols,  # the drf-table columns
+        variants={"full": {"drf": []},
+                  "w/o quality weighting": {"drf": ["method.use_quality=false"]},
+                  "w/o recovery": {"drf": ["method.use_recovery=false"]},
+                  "recovery: sample loss only": {"drf": ["method.recovery_dist_loss=false"]},
+                  "recovery: distribution loss only": {"drf": ["method.recovery_sample_loss=false"]},
+                  "trained with the missing augmentation": {
+                      "late_fusion": [], "drf": ["method.train_missing=true", "method.train_disruption=none"]},
+                  "trained with DRF's disruption": {
+                      "late_fusion": ["method.train_missing=false", "method.train_disruption=disrupt"], "drf": []}},
         variant_rows=True, metrics={"classification": ["acc", "f1"], "mosi": ["acc2_non0", "f1_non0"]},
     ),
     "sslmm-table": dict(
@@ -197,8 +231,15 @@ PRESETS = {
         methods=None, datasets=list(MOSI_REAL_BUILDS), protocols=None, protocols_for=_mosi_real_protocols,
         metrics={"mosi": ["acc2_non0", "f1_non0", "mae", "corr"]}, build=MOSI_REAL_BUILDS,
     ),
+    # `robustmsa demo`: the story in two minutes on two cores, on a third of MOSI's size and fewer
+    # epochs; `demo-full` is the same grid at full size (the issue-16 note compares the two tables).
     "demo": dict(
-        methods=["late_fusion", "mean_impute", "fsrf", "drf", "sslmm"], datasets=["synthetic:mosi"],
+        methods=DEMO_METHODS, datasets=[f"synthetic:mosi:n={DEMO_N}"],
+        protocols=[f"modality:{r}" for r in MODALITY_RATES], overrides=[f"train.epochs={DEMO_EPOCHS}"],
+        metrics={"mosi": ["acc2_non0", "f1_non0", "mae"]},
+    ),
+    "demo-full": dict(
+        methods=DEMO_METHODS, datasets=["synthetic:mosi"],
         protocols=[f"modality:{r}" for r in MODALITY_RATES], overrides=["train.epochs=15"],
         metrics={"mosi": ["acc2_non0", "f1_non0", "mae"]},
     ),
@@ -225,7 +266,7 @@ def make_grid(preset: str, data: list[str] | None = None, methods: list[str] | N
         command = spec["build"].get(missing[0], " / ".join(spec["build"].values()))
         raise ValueError(f"bench {preset}: dataset {missing[0]} not found; build it first: {command}"
                          + ("" if data else " (or pass --data PATH)"))
-    per_dataset = {d: spec["protocols_for"](_load(d)) for d in datasets} if spec.get("protocols_for") else {}
+    per_dataset = {d: spec["protocols_for"](d) for d in datasets} if spec.get("protocols_for") else {}
     protocols = spec["protocols"] or per_dataset.get(datasets[0]) or _disrupt_protocols(list(_modalities_of(datasets[0])))
     return Grid(
         name=preset, methods=[m for m in wanted if m in available], datasets=datasets, protocols=protocols,
@@ -331,6 +372,18 @@ def _pin_threads(threads: int) -> None:
 
 # --------------------------------------------------------------------------- the grid
 
+# Rough training cost of one default run relative to late_fusion (one-epoch profiles on full-size
+# synthetic MOSI, issue 16; sslmm includes its pre-training epochs). Used only to start the
+# longest runs first (two workers then finish together instead of one running the last slow
+# run alone) and to weight the progress bar, so its ETA is in time rather than in runs.
+RELATIVE_COST = {"mean_impute": 0.5, "late_fusion": 1.0, "misa": 3.0, "mult_lite": 8.0, "fsrf": 9.0,
+                 "drf": 20.0, "sslmm": 25.0}
+
+
+def job_cost(job: Job) -> float:
+    return RELATIVE_COST.get(job.method, 10.0)
+
+
 @dataclass
 class BenchResult:
     rows: pd.DataFrame
@@ -349,9 +402,11 @@ def run_grid(grid: Grid, out: str | Path, workers: int = 1, backend: str = "loca
     out = Path(out)
     start = time.perf_counter()
     jobs = grid.jobs()
-    pending = [j for j in jobs if not job_file(out, j).exists()]
-    bar = tqdm(total=len(jobs), initial=len(jobs) - len(pending), desc=f"bench {grid.name}", unit="run",
-               disable=None if progress else True)
+    # one run per key: two variants may name the same run (an ablation's "full" and a grid cell)
+    unique = list({j.key: j for j in jobs}.values())
+    pending = sorted((j for j in unique if not job_file(out, j).exists()), key=job_cost, reverse=True)
+    done = len(unique) - len(pending)
+    bar = CostBar(unique, pending, f"bench {grid.name}", disable=None if progress else True)
     if backend == "ray":
         failed = _run_ray(pending, str(out), threads, bar)
     elif workers <= 1:
@@ -362,7 +417,33 @@ def run_grid(grid: Grid, out: str | Path, workers: int = 1, backend: str = "loca
     rows = collect(out, jobs)
     if len(rows):
         atomic_write_text(out / "results.csv", rows.to_csv(index=False))
-    return BenchResult(rows, len(pending) - len(failed), len(jobs) - len(pending), failed, time.perf_counter() - start)
+    return BenchResult(rows, len(pending) - len(failed), done, failed, time.perf_counter() - start)
+
+
+class CostBar:
+    """A progress bar over runs whose length is their estimated cost: percent done, elapsed time and
+    an ETA that a slow run does not skew, with `done/total runs` beside it."""
+
+    def __init__(self, jobs: list[Job], pending: list[Job], desc: str, disable: bool | None):
+        self.total_runs, self.runs = len(jobs), len(jobs) - len(pending)
+        done = sum(job_cost(j) for j in jobs) - sum(job_cost(j) for j in pending)
+        self.bar = tqdm(total=round(sum(job_cost(j) for j in jobs), 1), initial=round(done, 1), desc=desc,
+                        disable=disable, bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix} [{elapsed}<{remaining}]")
+        self._show("")
+
+    def _show(self, what: str) -> None:
+        self.bar.set_postfix_str(f"{self.runs}/{self.total_runs} runs" + (f", {what}" if what else ""))
+
+    def set_postfix_str(self, what: str) -> None:
+        self._show(what)
+
+    def done(self, job: Job) -> None:
+        self.runs += 1
+        self._show("")
+        self.bar.update(job_cost(job))
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def _run_serial(pending: list[Job], out: str, threads: int, bar) -> list[str]:
@@ -373,7 +454,7 @@ def _run_serial(pending: list[Job], out: str, threads: int, bar) -> list[str]:
             run_job(job, out, threads)
         except Exception as error:  # one broken run must not lose the others' results
             failed.append(f"{job.describe()}: {error}".splitlines()[0])
-        bar.update()
+        bar.done(job)
     return failed
 
 
@@ -392,7 +473,7 @@ def _run_pool(pending: list[Job], out: str, workers: int, threads: int, bar) -> 
                     failed.append(f"{job.describe()}: a worker died")
                 except Exception as error:
                     failed.append(f"{job.describe()}: {error}".splitlines()[0])
-                bar.update()
+                bar.done(job)
         except KeyboardInterrupt:  # stop now, not after the running jobs: a rerun resumes them
             workers = list(pool._processes.values())  # noqa: SLF001 (no public way to stop workers)
             for process in workers:
@@ -434,7 +515,7 @@ def _run_ray(pending: list[Job], out: str, threads: int, bar) -> list[str]:
             ray.get(done[0])
         except Exception as error:  # a lost node or worker: report, resume later
             failed.append(f"{job.describe()}: {error}".splitlines()[0])
-        bar.update()
+        bar.done(job)
     return failed
 
 

@@ -65,6 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--text-level", default="sentence", choices=["sentence", "token"],
                        help="one 384-d vector per segment, or token sequences up to --max-tokens")
     build.add_argument("--max-tokens", type=int, default=50, help="token sequence length with --text-level token (default 50)")
+    build.add_argument("--text-bert", action="store_true",
+                       help="also write text_bert (the encoder's word pieces) for method.text_encoder=finetune")
     build.add_argument("--modalities", default="text,audio", help="comma-separated subset of text,audio,video "
                        "(video needs --split speaker-independent)")
     build.add_argument("--split", default="standard", choices=["standard", "speaker-independent"],
@@ -126,10 +128,11 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="synthesize MOSI-shaped data, train baselines and methods, evaluate under missing rates")
     demo.add_argument("--out", default="robustmsa-demo", help="output folder (default robustmsa-demo)")
-    demo.add_argument("--n", type=int, default=None, help="total samples (default: full MOSI size, 2199)")
+    demo.add_argument("--full", action="store_true", help="full MOSI size and 15 epochs (the `demo-full` preset)")
+    demo.add_argument("--n", type=int, default=None, help="total samples (default: a third of MOSI's 2199; --full: 2199)")
     demo.add_argument("--seeds", type=_ints, default=[0, 1, 2], help="comma-separated training seeds (default 0,1,2)")
     demo.add_argument("--methods", default=None, help="default: late_fusion, mean_impute and every robust method present")
-    demo.add_argument("--epochs", type=int, default=15, help="training epochs per run (default 15)")
+    demo.add_argument("--epochs", type=int, default=None, help="default: 10 (--full: 15)")
     demo.add_argument("--workers", type=int, default=2, help="parallel training processes (default 2, one per core)")
     return parser
 
@@ -363,7 +366,7 @@ def _build_dataset(args) -> int:
 
     cache = None if args.cache == "none" else (args.cache or "default")
     result = build_mosi_real(args.source, args.out, args.text_encoder, args.text_level, args.max_tokens,
-                             modalities=args.modalities, split=args.split, cache_dir=cache)
+                             modalities=args.modalities, split=args.split, cache_dir=cache, text_bert=args.text_bert)
     sizes = ", ".join(f"{k} {v}" for k, v in result.sizes.items())
     status = "up to date (same inputs and encoder), nothing encoded" if result.cached else "built"
     print(f"{result.path}: {status} ({sizes}; {result.seconds:.1f}s)")
@@ -550,19 +553,25 @@ def _predict_samples(args) -> tuple[list[dict], list[str]]:
 
 
 def cmd_demo(args) -> int:
-    from robustmsa.bench import make_grid
+    import os
+
+    from robustmsa.bench import DEMO_EPOCHS, DEMO_N, make_grid
     from robustmsa.data.synthetic import write_synthetic
 
     out = Path(args.out)
     start = time.perf_counter()
-    data_path = out / "mosi_synthetic.pkl"
+    n = args.n if args.n is not None else (None if args.full else DEMO_N)
+    epochs = args.epochs or (15 if args.full else DEMO_EPOCHS)
+    data_path = out / f"mosi_synthetic{'' if n is None else f'_n{n}'}.pkl"
     if not data_path.exists():  # written in the real MMSA format, so the demo exercises the reader
-        write_synthetic("mosi", data_path, n=args.n, seed=0)
+        write_synthetic("mosi", data_path, n=n, seed=0)
         print(f"synthesized MOSI-shaped data: {data_path}")
     methods = args.methods.split(",") if args.methods else None
-    grid = make_grid("demo", [str(data_path)], methods, args.seeds, [f"train.epochs={args.epochs}"])
+    preset = "demo-full" if args.full else "demo"
+    grid = make_grid(preset, [str(data_path)], methods, args.seeds, [f"train.epochs={epochs}"])
     code = _bench(grid, out, args.workers, command=" ".join(["robustmsa", *sys.argv[1:]]))
-    print(f"demo finished in {time.perf_counter() - start:.0f}s")
+    load = "/".join(f"{v:.1f}" for v in os.getloadavg())
+    print(f"demo finished in {time.perf_counter() - start:.0f}s (load average {load})")
     return code
 
 

@@ -38,6 +38,7 @@ from robustmsa.data.schema import MODALITY_ALIASES, DatasetSpec, Split
 
 PROTOCOL_NAMES = ("none", "modality", "subset", "frame", "disrupt", "textnoise")
 DISRUPT_MODES = ("C", "D", "CD")
+TRAIN_DISRUPTIONS = ("none", "disrupt")  # training-time disruption a method may add (`training_augmentation`)
 DISRUPT_KINDS = ("fixed", "random")
 TEXTNOISE_KINDS = ("drop", "mask", "typo", "asr")
 TEXTNOISE_MIX = "mix"
@@ -367,6 +368,9 @@ def make_pattern(split: Split, spec: DatasetSpec, protocol: Protocol, seed: int)
     if protocol.name == "frame":
         p = float(protocol.param)
         keep = {m: frame_keep(split.lengths[m], split.features[m].shape[1], p, rng) for m in names}
+        if split.text_bert is not None:  # drawn last: the feature masks stay what they were without tokens
+            mask = split.text_bert[:, 1]
+            keep["text_bert"] = frame_keep(mask.sum(axis=1), mask.shape[1], p, rng) | (mask == 0)
         return MissingPattern(np.ones((n, len(names)), dtype=bool), keep, {})
     if protocol.name == "textnoise":
         raise ValueError(f"protocol {protocol} degrades the raw text, not a mask: evaluate through "
@@ -505,6 +509,12 @@ class Disruption:
     discarded: torch.Tensor
     corrupted: torch.Tensor
 
+    @classmethod
+    def none(cls, batch: Batch) -> Disruption:
+        """The batch as it is: nothing discarded or corrupted."""
+        untouched = torch.zeros_like(batch.present)
+        return cls(batch, untouched, untouched)
+
 
 def _random_rows(hit: torch.Tensor, count: torch.Tensor | int, generator: torch.Generator | None) -> torch.Tensor:
     """(B,) bool: `count` rows drawn uniformly among the True rows of `hit`."""
@@ -565,3 +575,26 @@ def random_disruption(
             mask = corrupt_positions_torch(valid, generator)[:, :, None]
         features[m] = x * ~mask
     return Disruption(replace(view, features=features), discarded, corrupted)
+
+
+def training_augmentation(
+    batch: Batch,
+    missing: bool,
+    frame_drop_max: float,
+    disruption: str,
+    disrupt_rate: float,
+    disrupt_mode: str,
+    generator: torch.Generator | None = None,
+) -> Disruption:
+    """The one training-time augmentation path every supervised method shares, as two named
+    options, so a table can train any method with any augmentation and compare methods, not
+    augmentations: `missing` = `training_missing_view` (half the batch whole), then `disruption`
+    = "disrupt" adds DRF's `random_disruption` (a fraction `disrupt_rate` of samples lose one
+    modality, corrupted silently or discarded) on top. Returns what was corrupted / discarded.
+    """
+    if disruption not in TRAIN_DISRUPTIONS:
+        raise ValueError(f"train_disruption {disruption!r} not one of {', '.join(TRAIN_DISRUPTIONS)}")
+    view = training_missing_view(batch, 0.5, frame_drop_max, generator) if missing else batch
+    if disruption == "disrupt":
+        return random_disruption(view, disrupt_rate, disrupt_mode, generator)
+    return Disruption.none(view)

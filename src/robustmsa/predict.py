@@ -5,7 +5,8 @@ every method handles by design. Inputs are featurized exactly as the training da
 what the checkpoint recorded at `data build` time (`config.json` -> data.metadata.features):
 
 - text: a raw string, encoded with the recorded text encoder (its fingerprint is checked), or
-  a feature array;
+  a feature array; a checkpoint that fine-tuned its text transformer (`text_encoder=finetune`)
+  tokenizes the string with the tokenizer whose fingerprint its weights carry;
 - any modality: a feature array, (D,) or (L, D), as its front-end produces it (a recorded
   standardization is applied), or a path to a `.npy` file holding one;
 - audio: a path to a `.wav` / `.flac` / `.ogg` file, where the checkpoint names an audio
@@ -33,6 +34,7 @@ from robustmsa.data.batch import SplitTensors
 from robustmsa.data.io import parse_json
 from robustmsa.data.schema import DataError, DatasetSpec, Split
 from robustmsa.evaluation.metrics import SIMS_EDGES_ACC3, sims_bins
+from robustmsa.nn.text_transformer import TextTransformer, load_tokenizer, tokenize, tokenizer_fingerprint, transformer_folder
 from robustmsa.training.checkpoint import Checkpoint, find_checkpoints, load_checkpoint
 
 SENTIMENT_CLASSES = ("negative", "neutral", "positive")
@@ -74,6 +76,8 @@ class Predictor:
         self.features_info: dict = checkpoint.config.get("data", {}).get("metadata", {}).get("features", {})
         self.text_encoder_path = text_encoder_path
         self._text_encoder = None
+        self._tokenizer = None
+        self.text_branch = next((m for m in self.method.modules() if isinstance(m, TextTransformer)), None)
 
     @classmethod
     def load(cls, path: str | os.PathLike, text_encoder_path: str | os.PathLike | None = None) -> Predictor:
@@ -109,15 +113,52 @@ class Predictor:
                 if m == "text" and isinstance(value, str) and not _is_array_file(value):
                     raw_texts.append((i, value))
                     continue
+                if m == "text" and self.text_branch is not None:
+                    raise DataError(f"{where[i]} field 'text': this checkpoint fine-tuned its text transformer "
+                                    "and reads raw text, not feature arrays")
                 array = self._array(m, value, where[i])
                 features[m][i, : len(array)] = array
                 lengths[m][i] = len(array)
-        if raw_texts:
+        if raw_texts and self.text_branch is None:
             text, text_lengths = self._encode_texts([t for _, t in raw_texts], where)
             rows = [i for i, _ in raw_texts]
             features["text"][rows] = text
             lengths["text"][rows] = text_lengths
+        elif raw_texts:  # the fine-tuned transformer reads word pieces; the text features stay unread
+            lengths["text"][[i for i, _ in raw_texts]] = 1
         return features, lengths
+
+    def text_bert(self, samples: list[dict], where: list[str]) -> np.ndarray | None:
+        """(N, 3, L) word pieces of the samples' raw texts (mask 0 elsewhere), for a fine-tuned
+        text branch; None for a checkpoint that reads text features."""
+        if self.text_branch is None:
+            return None
+        texts = [self._raw_text(sample) for sample in samples]
+        info = self.checkpoint.config.get("data", {}).get("metadata", {}).get("text_bert", {})
+        if info.get("lowercase"):
+            texts = [t.lower() for t in texts]
+        tokens = tokenize(self.tokenizer(where), [t or "" for t in texts], int(info.get("max_tokens", 50)))
+        tokens[[i for i, t in enumerate(texts) if not t], 1] = 0
+        return tokens
+
+    def _raw_text(self, sample: dict) -> str:
+        for key, value in sample.items():
+            if key != ID_FIELD and self.spec.resolve_modality(key) == "text" and isinstance(value, str) \
+                    and value.strip() and not _is_array_file(value):
+                return value
+        return ""
+
+    def tokenizer(self, where: list[str]):
+        """The tokenizer of the checkpoint's text model folder (or `text_encoder_path`), checked
+        against the fingerprint its weights carry."""
+        if self._tokenizer is None:
+            folder = transformer_folder(self.text_encoder_path or self.method.cfg.text_model or None)
+            wanted = self.text_branch.tokenizer_fingerprint
+            if wanted and tokenizer_fingerprint(folder) != wanted:
+                raise DataError(f"{where[0]} field 'text': the tokenizer in {folder} differs from the one "
+                                f"{self.checkpoint.path} was trained with ({wanted[:12]}); pass --text-encoder PATH")
+            self._tokenizer = load_tokenizer(folder)
+        return self._tokenizer
 
     def _check_fields(self, sample: dict, where: str) -> dict:
         if not isinstance(sample, dict):
@@ -206,7 +247,8 @@ class Predictor:
         features, lengths = self.featurize(samples, where)
         ids = [str(s.get(ID_FIELD, i + 1)) if isinstance(s, dict) else str(i + 1) for i, s in enumerate(samples)]
         label_dtype = np.float32 if self.spec.label.is_regression else np.int64
-        split = Split("predict", ids, features, lengths, np.zeros(len(samples), label_dtype))
+        split = Split("predict", ids, features, lengths, np.zeros(len(samples), label_dtype),
+                      text_bert=self.text_bert(samples, where))
         tensors = SplitTensors(split, self.spec, stats=self.method.input_stats)
         preds, extras = [], {}
         for batch in tensors.batches(batch_size):

@@ -12,6 +12,10 @@ An optional top-level `metadata` dict (JSON-able; written by `data build`) says 
 features were made; it becomes `Dataset.metadata`. Readers that know only the three splits
 ignore it.
 
+`text_bert` (BERT word-piece ids, attention mask, segment ids; (N, 3, L)) is kept as
+`Split.text_bert` for a text encoder fine-tuned inside the model; its ids must lie in the
+vocabulary (`metadata["text_bert"]["vocab_size"]`, else bert-base-uncased's 30522).
+
 Mapping to `Split`: `regression_labels` -> labels; SIMS unimodal labels
 `regression_labels_T/A/V` -> extra_labels["text" / "audio" / "vision"];
 `classification_labels` -> extra_labels["classification"].
@@ -43,6 +47,7 @@ MODALITY_KEYS = ("text", "audio", "vision")
 UNIMODAL_LABEL_KEYS = {"regression_labels_T": "text", "regression_labels_A": "audio", "regression_labels_V": "vision"}
 REQUIRED_KEYS = ("id", "regression_labels")
 LABEL_BOUND = 3.0  # the widest label range in the family (MOSI / MOSEI)
+BERT_VOCAB_SIZE = 30522  # bert-base-uncased: MMSA's English text_bert (bert-base-chinese's is smaller)
 _ROW_CHUNK = 1024  # rows per step when scanning big feature arrays, to keep temporaries small
 
 
@@ -142,19 +147,21 @@ def parse_mmsa(raw: object, source: str, name: str) -> Dataset:
     if not modalities:
         raise DataError(f"{source}: split 'train': no feature key (expected at least one of text, audio, vision)")
 
+    metadata = _metadata(raw, source)
+    vocab_size = _vocab_size(metadata, source)
     inf_counts: dict[str, int] = {}
     shapes: dict[str, tuple[int, int]] = {}  # modality -> (max_len, dim) as found in train
     splits = {}
     for split in SPLITS:
         table = _as_table(raw[split], source, split)
-        splits[split] = _parse_split(table, source, split, modalities, shapes, inf_counts)
+        splits[split] = _parse_split(table, source, split, modalities, shapes, inf_counts, vocab_size)
     _warn_replaced(source, inf_counts)
 
     label = _label_spec(splits)
     for s in splits.values():
         np.clip(s.labels, label.low, label.high, out=s.labels)
     spec = DatasetSpec(name, tuple(ModalitySpec(m, shapes[m][1], shapes[m][0]) for m in modalities), label)
-    return Dataset(spec=spec, splits=splits, source=source, metadata=_metadata(raw, source))
+    return Dataset(spec=spec, splits=splits, source=source, metadata=metadata)
 
 
 def _metadata(raw: dict, source: str) -> dict:
@@ -162,6 +169,15 @@ def _metadata(raw: dict, source: str) -> dict:
     if not isinstance(metadata, dict):
         raise DataError(f"{source}: key 'metadata': expected a dict, got {type(metadata).__name__}")
     return metadata
+
+
+def _vocab_size(metadata: dict, source: str) -> int:
+    """The token vocabulary `text_bert` ids must lie in: recorded by `data build`, else BERT's."""
+    recorded = metadata.get("text_bert")
+    value = recorded.get("vocab_size", BERT_VOCAB_SIZE) if isinstance(recorded, dict) else BERT_VOCAB_SIZE
+    if not isinstance(value, int) or value < 1:
+        raise DataError(f"{source}: key 'metadata' field 'text_bert.vocab_size': expected a positive integer, got {value!r}")
+    return value
 
 
 def _as_table(value: object, source: str, split: str) -> dict:
@@ -181,6 +197,7 @@ def _parse_split(
     modalities: tuple[str, ...],
     shapes: dict[str, tuple[int, int]],
     inf_counts: dict[str, int],
+    vocab_size: int = BERT_VOCAB_SIZE,
 ) -> Split:
     for key in REQUIRED_KEYS:
         if key not in table:
@@ -191,11 +208,12 @@ def _parse_split(
 
     ids = _strings(table["id"], source, split, "id")
     n = len(ids)
+    text_bert = _text_bert(table["text_bert"], source, split, n, vocab_size) if "text_bert" in table else None
     features, lengths = {}, {}
     for m in modalities:
         x = _features(table[m], source, split, m, n, inf_counts)
         _check_shape_as_train(x, source, split, m, shapes)
-        lengths[m] = _lengths(table, x, source, split, m)
+        lengths[m] = _lengths(table, x, source, split, m, text_bert)
         _zero_padding(x, lengths[m])
         features[m] = x
 
@@ -204,7 +222,7 @@ def _parse_split(
     extra = {m: _labels(table[key], source, split, key, n) for key, m in UNIMODAL_LABEL_KEYS.items() if key in table}
     if "classification_labels" in table:
         extra["classification"] = _vector(table["classification_labels"], source, split, "classification_labels", n)
-    return Split(split, ids, features, lengths, labels, raw_text, extra)
+    return Split(split, ids, features, lengths, labels, raw_text, extra, text_bert)
 
 
 def _row_count(value: object) -> int:
@@ -293,15 +311,41 @@ def _check_shape_as_train(x: np.ndarray, source: str, split: str, key: str, shap
         raise _error(source, split, key, f"expected max_len {train_len} (as in train), got {max_len}")
 
 
-def _lengths(table: dict, x: np.ndarray, source: str, split: str, key: str) -> np.ndarray:
-    """Valid frames per sample: the BERT attention mask for text, then `{key}_lengths` (unaligned
-    files; `text_lengths` is what `write_mmsa` adds), else up to the last non-zero frame."""
+def _text_bert(value: object, source: str, split: str, n: int, vocab_size: int) -> np.ndarray:
+    """int64 (N, 3, L): word-piece ids in [0, vocab_size), attention mask of 0/1, segment ids >= 0.
+    Some MMSA files store them as floats; whole numbers are accepted."""
+    try:
+        tokens = np.asarray(value)
+    except (TypeError, ValueError):
+        raise _error(source, split, "text_bert", f"expected an integer array (N, 3, L), got {type(value).__name__}") from None
+    if tokens.ndim != 3 or tokens.shape[0] != n or tokens.shape[1] != 3:
+        raise _error(source, split, "text_bert", f"expected shape ({n}, 3, L) (ids, attention mask, segment ids), "
+                                                 f"got {tokens.shape}")
+    if not (np.issubdtype(tokens.dtype, np.integer) or np.issubdtype(tokens.dtype, np.floating)):
+        raise _error(source, split, "text_bert", f"expected integer token ids, got dtype {tokens.dtype}")
+    if np.issubdtype(tokens.dtype, np.floating) and not (np.isfinite(tokens).all() and (tokens == np.round(tokens)).all()):
+        raise _error(source, split, "text_bert", "expected whole-number token ids (found NaN, inf or fractions)")
+    tokens = tokens.astype(np.int64)
+    for row, what, bad in (
+        (0, f"token ids in [0, {vocab_size}) (the vocabulary)", lambda v: (v < 0) | (v >= vocab_size)),
+        (1, "an attention mask of 0/1", lambda v: (v != 0) & (v != 1)),
+        (2, "segment ids >= 0", lambda v: v < 0),
+    ):
+        hits = np.argwhere(bad(tokens[:, row]))
+        if len(hits):
+            i, j = hits[0]
+            raise _error(source, split, "text_bert", f"expected {what} in [:, {row}, :], got {tokens[i, row, j]} at row {i}")
+    return tokens
+
+
+def _lengths(table: dict, x: np.ndarray, source: str, split: str, key: str,
+             text_bert: np.ndarray | None = None) -> np.ndarray:
+    """Valid frames per sample: `{key}_lengths` (unaligned files; `write_mmsa` adds it for every
+    modality, so a round trip keeps lengths exactly), else the BERT attention mask for text, else up
+    to the last non-zero frame."""
     n, max_len = x.shape[:2]
-    if key == "text" and "text_bert" in table:
-        tokens = np.asarray(table["text_bert"])
-        if tokens.ndim != 3 or tokens.shape[0] != n or tokens.shape[1] < 2:
-            raise _error(source, split, "text_bert", f"expected shape ({n}, 3, L), got {tokens.shape}")
-        return np.clip((tokens[:, 1, :] > 0).sum(axis=1), 0, max_len).astype(np.int64)
+    if f"{key}_lengths" not in table and key == "text" and text_bert is not None:
+        return np.clip(text_bert[:, 1, :].sum(axis=1), 0, max_len).astype(np.int64)
     if f"{key}_lengths" in table:
         length_key = f"{key}_lengths"
         lengths = _vector(table[length_key], source, split, length_key, n)
@@ -374,6 +418,8 @@ def to_mmsa_dict(dataset: Dataset) -> dict:
             _zero_padding(x, split.lengths[m])
             table[m] = x
             table[f"{m}_lengths"] = [int(v) for v in split.lengths[m]]
+        if split.text_bert is not None:
+            table["text_bert"] = split.text_bert
         table["regression_labels"] = split.labels.astype(np.float32)
         for m, y in split.extra_labels.items():
             key = "classification_labels" if m == "classification" else unimodal_keys.get(m)

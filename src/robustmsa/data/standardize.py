@@ -7,8 +7,10 @@ the mean and std of the training split's valid frames (padding frames and sample
 is missing are excluded: they are zeros that say nothing about the feature). The statistics are
 fitted once per training run, recorded in the checkpoint's `config.json`, and applied when split
 tensors are built (`SplitTensors(..., stats=...)`): by the trainer, by evaluation and by the
-Predictor, so a checkpoint always sees inputs in the space it was trained in. Masks are applied
-after standardization, so a missing or corrupted value is 0 = the training mean.
+Predictor, so a checkpoint always sees inputs in the space it was trained in. A missing, dropped
+or padded value is 0 after standardization (the training mean; the method is told by its mask),
+while protocols that corrupt without telling (DRF's "corrupt") zero the values as stored, as
+they would zero the raw features of an MMSA pickle.
 
 >>> stats = fit_feature_stats(dataset["train"])                          # doctest: +SKIP
 >>> tensors = SplitTensors(dataset["test"], dataset.spec, stats=stats)   # doctest: +SKIP

@@ -31,20 +31,25 @@ def _quality(method: Method, dataset: Dataset, split: str, protocol: str, seed: 
 
 
 def quality_auroc(method: Method, dataset: Dataset, split: str = "test", seed: int = 0,
-                  batch_size: int = 256) -> dict[str, float]:
+                  batch_size: int = 256, protocols: dict[str, str] | None = None) -> dict[str, float]:
     """Per modality: AUROC of the quality score, clean samples against the same samples with that
     modality corrupted (`disrupt:C:fixed:<m>`, mask seed `seed`). 0.5 = blind, 1 = perfect.
+    `protocols`: other corruptions to score, {label: protocol} (e.g. {"text mix":
+    "textnoise:mix:0.5"}); the modality is the one the label starts with.
 
     >>> quality_auroc(drf_method, load_dataset("synthetic:mvsa:n=600"))  # doctest: +SKIP
     {'text': 0.97, 'image': 1.0}
     """
+    names = dataset.spec.modality_names
+    protocols = protocols or {m: f"disrupt:C:fixed:{m}" for m in names}
     was_training = method.training
     method.eval()
     clean = _quality(method, dataset, split, "none", seed, batch_size)
     scores = {}
-    for j, m in enumerate(dataset.spec.modality_names):
-        corrupted = _quality(method, dataset, split, f"disrupt:C:fixed:{m}", seed, batch_size)
+    for label, protocol in protocols.items():
+        j = names.index(label.split()[0])
+        corrupted = _quality(method, dataset, split, protocol, seed, batch_size)
         labels = np.r_[np.ones(len(clean)), np.zeros(len(corrupted))]
-        scores[m] = float(roc_auc_score(labels, np.r_[clean[:, j].numpy(), corrupted[:, j].numpy()]))
+        scores[label] = float(roc_auc_score(labels, np.r_[clean[:, j].numpy(), corrupted[:, j].numpy()]))
     method.train(was_training)
     return scores

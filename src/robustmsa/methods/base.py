@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from robustmsa.data.batch import Batch, SplitTensors
 from robustmsa.data.schema import DatasetSpec
 from robustmsa.data.standardize import FeatureStats
+from robustmsa.missing import DISRUPT_MODES, TRAIN_DISRUPTIONS, Disruption, training_augmentation
 
 
 @dataclass
@@ -37,6 +38,23 @@ class Phase:
     unlabeled_k: int = 0
 
 
+TEXT_ENCODERS = ("features", "finetune")
+
+
+@dataclass
+class TextBranchConfig:
+    """Where a method's text branch comes from; every method with per-modality encoders inherits
+    these options. `features`: the dataset's text vectors (frozen encoder, the default);
+    `finetune`: a pretrained transformer inside the model (`nn.text_transformer`), trained end to
+    end from the data's `text_bert` ids with its own learning rate."""
+
+    text_encoder: str = "features"  # features | finetune
+    text_model: str = ""  # local transformers / sentence-transformers folder; "" = packaged all-MiniLM-L6-v2
+    text_lr: float = 2e-5  # the pretrained transformer's learning rate (the rest trains at train.lr)
+    text_freeze_layers: int = 0  # embeddings + first k layers frozen; -1 = the whole transformer
+    text_checkpointing: bool = False  # gradient checkpointing: less memory, slower
+
+
 @dataclass
 class Output:
     """pred: (B,) sentiment score for regression, (B, C) logits for classification.
@@ -44,6 +62,33 @@ class Output:
 
     pred: Tensor
     extras: dict[str, Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class TrainingAugmentation(TextBranchConfig):
+    """The shared training-time augmentation options (`missing.training_augmentation`). A method
+    config that inherits them gets them under the same names, so any such method trains under any
+    augmentation (the DRF fairness grid: late_fusion and DRF, each with either augmentation).
+    It extends the text-branch options, so these methods also take a fine-tuned text encoder.
+
+    train_missing: the shared missing view (whole-modality plus frame dropout up to
+    `frame_drop_max`, half the batch whole); train_disruption: "disrupt" adds DRF's in-batch
+    `disrupt` protocol (a fraction `disrupt_rate` of samples, mode C / D / CD), "none" does not.
+    """
+
+    train_missing: bool = True
+    frame_drop_max: float = 0.5  # as FSRF's missing view; 0 = whole-modality dropout only
+    train_disruption: str = "none"
+    disrupt_rate: float = 0.5
+    disrupt_mode: str = "CD"
+
+    def __post_init__(self) -> None:
+        if self.train_disruption not in TRAIN_DISRUPTIONS:
+            raise ValueError(f"train_disruption {self.train_disruption!r} not one of {', '.join(TRAIN_DISRUPTIONS)}")
+        if self.disrupt_mode not in DISRUPT_MODES:
+            raise ValueError(f"disrupt_mode {self.disrupt_mode!r} not one of {', '.join(DISRUPT_MODES)}")
+        if not 0.0 <= self.disrupt_rate <= 1.0:
+            raise ValueError(f"disrupt_rate must be in [0, 1], got {self.disrupt_rate}")
 
 
 class Method(nn.Module):
@@ -101,8 +146,46 @@ class Method(nn.Module):
             return torch.nn.functional.l1_loss(pred[labeled], batch.labels[labeled])
         return torch.nn.functional.cross_entropy(pred[labeled], batch.labels[labeled])
 
+    def training_view(self, batch: Batch) -> Disruption:
+        """The batch a training step learns from: the shared augmentation its config names
+        (`TrainingAugmentation`), in training mode only; the batch itself otherwise."""
+        cfg = self.cfg
+        if not (self.training and isinstance(cfg, TrainingAugmentation)):
+            return Disruption.none(batch)
+        return training_augmentation(batch, cfg.train_missing, cfg.frame_drop_max, cfg.train_disruption,
+                                     cfg.disrupt_rate, cfg.disrupt_mode)
+
     def present_dict(self, batch: Batch) -> dict[str, Tensor]:
         return {m: batch.is_present(m) for m in self.modalities}
+
+    def make_text_branch(self, d: int) -> nn.Module | None:
+        """The fine-tuned text transformer of width d when `text_encoder=finetune`, else None
+        (the text modality then goes through the method's own feature encoder)."""
+        choice = getattr(self.cfg, "text_encoder", "features")
+        if choice not in TEXT_ENCODERS:
+            raise ValueError(f"method.text_encoder={choice!r}: expected one of {', '.join(TEXT_ENCODERS)}")
+        if choice == "features":
+            return None
+        from robustmsa.nn.text_transformer import TextTransformer
+
+        cfg = self.cfg
+        return TextTransformer.from_folder(cfg.text_model, d, freeze_layers=cfg.text_freeze_layers,
+                                           checkpointing=cfg.text_checkpointing, dropout=getattr(cfg, "dropout", 0.1))
+
+    def param_groups(self, lr: float) -> list[dict]:
+        """Optimizer parameter groups: pretrained text transformers at `text_lr`, the rest at `lr`
+        (the trainer stays method-agnostic; a method may override this)."""
+        from robustmsa.nn.text_transformer import TextTransformer
+
+        pretrained = {id(p) for module in self.modules() if isinstance(module, TextTransformer)
+                      for p in module.model.parameters()}
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        rest = [p for p in trainable if id(p) not in pretrained]
+        text = [p for p in trainable if id(p) in pretrained]
+        groups = [{"params": rest, "lr": lr}]
+        if text:
+            groups.append({"params": text, "lr": getattr(self.cfg, "text_lr", lr)})
+        return groups
 
 
 _REGISTRY: dict[str, type[Method]] = {}

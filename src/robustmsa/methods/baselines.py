@@ -1,10 +1,11 @@
 """The baselines every table carries (METHODS.md): late_fusion, mean_impute, mult_lite, misa.
 
-Training-time missing augmentation (`train_missing`) is `robustmsa.missing.training_missing_view`,
-the one FSRF's missing view uses too: half of each batch whole, the other half with random
-whole-modality dropout plus per-sample frame dropout up to `frame_drop_max`, so that robust
-methods and baselines are compared under the same augmentation. `mean_impute` is the
-complete-data floor and never augments.
+Training-time augmentation is the shared `TrainingAugmentation` options (methods/base.py):
+`train_missing` is `robustmsa.missing.training_missing_view`, the one FSRF's missing view uses
+too (half of each batch whole, the other half with random whole-modality dropout plus per-sample
+frame dropout up to `frame_drop_max`), and `train_disruption=disrupt` adds DRF's training-time
+disruption, so that robust methods and baselines are compared under the same augmentation.
+`mean_impute` is the complete-data floor and never augments.
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from robustmsa.data.batch import Batch, SplitTensors
-from robustmsa.methods.base import Method, Output, register_method
-from robustmsa.missing import training_missing_view
+from robustmsa.methods.base import Method, Output, TrainingAugmentation, register_method
 from robustmsa.nn.distribution import cmd, diff_loss, pairwise_over_present
 from robustmsa.nn.encoders import ModalityEncoders, masked_mean, mlp, safe_padding_mask
 from robustmsa.nn.fusion import present_mean, stack_tokens
@@ -26,9 +26,7 @@ class AugmentedMethod(Method):
     """A supervised method whose training batches get the shared missing augmentation."""
 
     def augment(self, batch: Batch) -> Batch:
-        if self.training and getattr(self.cfg, "train_missing", False):
-            return training_missing_view(batch, complete_fraction=0.5, frame_drop_max=self.cfg.frame_drop_max)
-        return batch
+        return self.training_view(batch).batch
 
     def loss(self, batch: Batch, phase: str) -> dict[str, Tensor]:
         out = self(self.augment(batch))
@@ -40,12 +38,10 @@ class AugmentedMethod(Method):
 
 
 @dataclass
-class LateFusionConfig:
+class LateFusionConfig(TrainingAugmentation):
     d: int = 64
     encoder: str = "pool"
     dropout: float = 0.1
-    train_missing: bool = True
-    frame_drop_max: float = 0.5  # as FSRF's missing view; 0 = whole-modality dropout only
 
 
 @register_method("late_fusion")
@@ -56,7 +52,8 @@ class LateFusion(AugmentedMethod):
 
     def __init__(self, spec, cfg: LateFusionConfig):
         super().__init__(spec, cfg)
-        self.encoders = ModalityEncoders(spec, cfg.d, cfg.encoder, cfg.dropout, max_frames=64)
+        self.encoders = ModalityEncoders(spec, cfg.d, cfg.encoder, cfg.dropout, max_frames=64,
+                                         text_branch=self.make_text_branch(cfg.d))
         self.head = mlp(cfg.d, cfg.d, self.num_outputs, cfg.dropout)
 
     def forward(self, batch: Batch) -> Output:
@@ -105,13 +102,11 @@ class MeanImpute(Method):
 
 
 @dataclass
-class MulTLiteConfig:
+class MulTLiteConfig(TrainingAugmentation):
     d: int = 32
     heads: int = 4
     dropout: float = 0.1
     max_frames: int = 32
-    train_missing: bool = True
-    frame_drop_max: float = 0.5  # as FSRF's missing view; 0 = whole-modality dropout only
 
 
 class CrossModalBlock(nn.Module):
@@ -145,7 +140,8 @@ class MulTLite(AugmentedMethod):
 
     def __init__(self, spec, cfg: MulTLiteConfig):
         super().__init__(spec, cfg)
-        self.encoders = ModalityEncoders(spec, cfg.d, "conv", cfg.dropout, max_frames=cfg.max_frames)
+        self.encoders = ModalityEncoders(spec, cfg.d, "conv", cfg.dropout, max_frames=cfg.max_frames,
+                                         text_branch=self.make_text_branch(cfg.d))
         self.blocks = nn.ModuleDict({m: CrossModalBlock(cfg.d, cfg.heads, cfg.dropout) for m in self.modalities})
         m_count = len(self.modalities)
         self.head = mlp(cfg.d * m_count + m_count, cfg.d, self.num_outputs, cfg.dropout)
@@ -164,15 +160,13 @@ class MulTLite(AugmentedMethod):
 
 
 @dataclass
-class MISAConfig:
+class MISAConfig(TrainingAugmentation):
     d: int = 64
     encoder: str = "pool"
     dropout: float = 0.1
     w_diff: float = 0.3
     w_sim: float = 1.0
     w_recon: float = 1.0
-    train_missing: bool = True
-    frame_drop_max: float = 0.5  # as FSRF's missing view; 0 = whole-modality dropout only
 
 
 @register_method("misa")
@@ -186,7 +180,8 @@ class MISA(AugmentedMethod):
     def __init__(self, spec, cfg: MISAConfig):
         super().__init__(spec, cfg)
         d = cfg.d
-        self.encoders = ModalityEncoders(spec, d, cfg.encoder, cfg.dropout, max_frames=64)
+        self.encoders = ModalityEncoders(spec, d, cfg.encoder, cfg.dropout, max_frames=64,
+                                         text_branch=self.make_text_branch(d))
         self.shared = nn.Sequential(nn.Linear(d, d), nn.Sigmoid())
         self.private = nn.ModuleDict({m: nn.Sequential(nn.Linear(d, d), nn.Sigmoid()) for m in self.modalities})
         self.decoder = nn.ModuleDict({m: nn.Linear(d, d) for m in self.modalities})

@@ -1,68 +1,93 @@
 """DRF: Distribution-based feature Recovery and Fusion (arXiv 2511.18751, ACM MM 2024).
 
-The design of METHODS.md, for modalities m with pooled encodings f_m (per-modality encoder to d):
+The design of METHODS.md with its 2026-11-29 revision, for modalities m with pooled encodings f_m
+(per-modality encoder to d):
 
     queues    per modality a FIFO of K clean training features (`nn.queue.FeatureQueue`), filled in
-              `after_step` from the clean, present features of the step's batch; its mean and
-              shrunk covariance approximate the modality's feature distribution.
-    quality   q_m = exp(-D_m(f_m) / tau), D_m the Mahalanobis distance to the queue (option: 1 -
-              mean top-k cosine similarity); fusion weights w = softmax over the available
-              modalities of log q_m, exactly 0 for a modality a sample does not have.
+              `after_step` from the step's clean, present samples encoded without dropout (as at
+              test time, so distances have one scale): the reference of the recovery's
+              distribution loss. Beside it, per modality an input queue: the standardized inputs
+              (`nn.quality.standardized_input`) of K random clean training samples, filled once
+              in `prepare()` (inputs do not change during training).
+    quality   D_m the Mahalanobis distance of the standardized input to the input queue, the
+              queue's whitened directions weighted by the scorer (`quality_space=feature`: of f_m
+              to the feature queue; `quality_measure=cosine`: 1 - mean top-k cosine similarity);
+              reported per prediction as q_m = exp(-D_m / tau). No loss can move D_m by bending
+              features: the encoder is trained on corrupted inputs to use what they still carry,
+              which makes its features a poor detector (synthetic MVSA v1, D on f_m without the
+              old margin loss: test AUROC text 0.68-0.82, image 0.75-0.99), while the input keeps
+              the corruption in plain view (0.97-1.00 on MVSA v1 and real MOSI, untrained).
+    fusion    the head reads sum_m w_m f_m over the available slots, w = `nn.quality.QualityGate`:
+              softmax over the available modalities of beta_m - alpha_m * log(1 + D_m), alpha_m >= 0,
+              learned by the task loss on clean and disrupted samples. It starts at plain fusion
+              (late fusion's mean) and can stay there: being atypical is not being useless, and only
+              the task loss knows how much a corrupted modality still tells. The queue distance is
+              its only quality input, and it reads it detached (the task loss never reshapes D).
     recovery  g_m maps the present modalities (any subset S, absent ones zeroed and flagged) to
               modality m. Trained on clean samples: sample loss MSE + (1 - cos) to the true f_m
               and distribution loss MMD (multi-bandwidth RBF; option CMD) between the batch of
               g_m outputs and the queue of m. At inference a missing modality is replaced by g_m
               of the present ones; a present modality always keeps its own feature.
-    fusion    the head reads sum_m w_m f_m over the available slots; with equal weights (the
-              `use_quality=False` ablation) this is late fusion's mean of the available features.
-    training  each batch is disrupted as the `disrupt` protocol does (`missing.random_disruption`:
-              a fraction of samples lose one modality, corrupted silently or discarded); the task
-              loss is taken on the disrupted view, and the quality of each corrupted feature is
-              ranked below that of the same sample's clean feature (margin loss).
+    training  the shared training-time augmentation (`methods.base.TrainingAugmentation`); DRF's
+              default is `train_disruption=disrupt`: the `disrupt` protocol in-batch
+              (`missing.random_disruption`: a fraction of samples lose one modality, corrupted
+              silently or discarded). `late_fusion` takes the same option, so the two compare
+              under the same augmentation.
 
 Choices METHODS.md leaves open (each is stated here or is an option):
+  * The ranking (margin) loss trains the scorer, never the features (issue 13): it compares
+    standardized inputs (or no-gradient features), and its only parameters are the weights of the
+    queue's whitened directions in the Mahalanobis distance (`nn.quality.DirectionWeights`, all 1
+    at first: the plain distance). Its pairs are its own (each sample clean and with one modality
+    corrupted), so the scorer learns under any training augmentation. Training the encoder to
+    rank instead pushed corrupted features off-distribution, destroying what they still carry.
   * A recovered modality takes part in fusion like a present one: its slot holds g_m(S) and its
-    weight comes from the recovered feature's own quality against the queue of m (the
-    distribution loss pulls it there). So the weights are 0 exactly where a modality is neither
-    present nor recovered; with `use_recovery=False` that is every missing modality.
-  * D_m is divided by sqrt(d) (about 1 for a typical clean feature whatever d), so tau and the
-    margin mean the same at every width. Until a queue holds `queue_min` features it gives D = 0
-    (uniform weights) and the margin and distribution losses are 0.
+    weight comes from the recovered feature's own distance to the queue of m (the distribution
+    loss pulls it there). The weights are 0 exactly where a modality is neither present nor
+    recovered; with `use_recovery=False` that is every missing modality.
+  * D_m is divided by sqrt(dim) (about 1 for a typical clean input or feature whatever the width).
+    Until a queue holds `queue_min` entries it gives D = 0 (uniform weights); until the feature
+    queue does, the distribution loss is 0.
+  * During training the gate reads the distances of a no-dropout, no-gradient pass over the same
+    augmented batch, so alpha is learned on the distance scale it meets at test time.
   * Targets of the sample loss are detached (recovery follows the features, not the reverse);
     its inputs are not, so the source encoders learn to carry what m needs.
   * Recovery training drops a random subset of the other present modalities (always keeping
     one), so g_m sees every source set it meets at test time, not only "all the others".
   * The distribution loss compares with `dist_queue_samples` random queued features (the whole
     queue would cost K^2 kernel entries per step).
-  * The queue is filled with features computed in training mode (dropout on), from the clean
-    pass of the batch, never from a disrupted or missing input.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 from torch.nn.functional import cosine_similarity, mse_loss
 
-from robustmsa.data.batch import Batch
-from robustmsa.methods.base import Method, Output, register_method
-from robustmsa.missing import DISRUPT_MODES, random_disruption, random_modality_dropout
+from robustmsa.data.batch import Batch, SplitTensors
+from robustmsa.methods.base import Method, Output, TrainingAugmentation, register_method
+from robustmsa.missing import random_disruption, random_modality_dropout
 from robustmsa.nn.distribution import cmd, rbf_mmd
 from robustmsa.nn.encoders import ModalityEncoders, mlp
 from robustmsa.nn.quality import (
     QUALITY_MEASURES,
+    DirectionWeights,
     Quality,
+    QualityGate,
     modality_distance,
     quality_margin_loss,
-    score_modalities,
+    standardized_input,
+    uniform_weights,
 )
 from robustmsa.nn.queue import FeatureQueue
 
 
 @dataclass
-class DRFConfig:
+class DRFConfig(TrainingAugmentation):
     d: int = 256  # METHODS.md's width; pooled ("pool") encoders keep it cheap on CPU
     encoder: str = "pool"  # pool | conv | transformer (nn.encoders.SequenceEncoder)
     max_frames: int = 64  # longer sequences are window-averaged down to this length
@@ -72,24 +97,39 @@ class DRFConfig:
     queue_min: int = 16  # a queue scores nothing until it holds this many features
     shrinkage: float | None = None  # None: Ledoit-Wolf; else a fixed weight of the scaled identity
     # quality
+    quality_space: str = "input"  # input: the standardized input (`standardized_input`); feature: f_m
     quality_measure: str = "mahalanobis"  # or "cosine" (mean top-k cosine similarity to the queue)
     top_k: int = 16
-    tau: float = 1.0
-    margin: float = 1.0  # in log-quality units
-    w_quality: float = 1.0
+    tau: float = 1.0  # reported quality q = exp(-D / tau)
+    gate_init: float = 0.01  # starting |a_m| of the fusion gate: ~0, i.e. plain fusion
+    margin: float = 1.0  # ranking loss: clean D below corrupted D by this much (a typical D is ~1)
+    w_quality: float = 1.0  # weight of the ranking loss (it trains the scorer's direction weights only)
     # recovery
     recovery_distance: str = "mmd"  # or "cmd"
     w_sample: float = 1.0
     w_dist: float = 1.0
     dist_queue_samples: int = 256
-    # training-time disruption (PROTOCOLS.md `disrupt`, in-batch)
-    disrupt_rate: float = 0.5
-    disrupt_mode: str = "CD"
+    # training-time augmentation (the shared options): DRF's own disruption, no missing view
+    train_missing: bool = False
+    train_disruption: str = "disrupt"
     # ablation switches
-    use_quality: bool = True  # off: equal weights over the available modalities, no margin loss
+    use_quality: bool = True  # off: plain fusion (equal weights over the available modalities)
     use_recovery: bool = True  # off: a missing modality is simply left out
     recovery_sample_loss: bool = True
     recovery_dist_loss: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.quality_measure not in QUALITY_MEASURES:
+            raise ValueError(f"drf: quality_measure {self.quality_measure!r} not one of {', '.join(QUALITY_MEASURES)}")
+        if self.quality_space not in ("input", "feature"):
+            raise ValueError(f"drf: quality_space {self.quality_space!r} not one of input, feature")
+        if self.recovery_distance not in ("mmd", "cmd"):
+            raise ValueError(f"drf: recovery_distance {self.recovery_distance!r} not one of mmd, cmd")
+        if self.tau <= 0:
+            raise ValueError(f"drf: tau must be > 0, got {self.tau}")
+        if self.use_recovery and not (self.recovery_sample_loss or self.recovery_dist_loss):
+            raise ValueError("drf: use_recovery needs recovery_sample_loss or recovery_dist_loss (else g is never trained)")
 
 
 @dataclass
@@ -101,44 +141,58 @@ class DRFPass:
     recovered: Tensor  # (B, M) bool
     encoded: dict[str, Tensor]  # f_m from the encoder (0 where missing)
     features: dict[str, Tensor]
-    quality: Quality
-    pred: Tensor
+    quality: Quality | None = None
+    pred: Tensor | None = None
+
+
+@contextmanager
+def as_at_test_time(module: nn.Module) -> Iterator[None]:
+    """Run `module` as at test time (eval mode: no dropout) without gradients, then restore its mode."""
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        module.train(was_training)
 
 
 @register_method("drf")
 class DRF(Method):
-    """Per-modality feature queues; quality-weighted fusion against the queued distributions;
-    recovery of missing modalities by inter-modal mappings supervised by samples and distributions."""
+    """Per-modality feature queues; fusion weighted by a learned monotone function of each
+    modality's distance to its queue; recovery of missing modalities by inter-modal mappings
+    supervised by samples and distributions."""
 
     config_class = DRFConfig
 
     def __init__(self, spec, cfg: DRFConfig):
         super().__init__(spec, cfg)
-        self._check(cfg)
         d, names = cfg.d, self.modalities
-        self.encoders = ModalityEncoders(spec, d, cfg.encoder, cfg.dropout, max_frames=cfg.max_frames)
+        self.encoders = ModalityEncoders(spec, d, cfg.encoder, cfg.dropout, max_frames=cfg.max_frames,
+                                         text_branch=self.make_text_branch(d))
         self.queues = nn.ModuleDict({m: FeatureQueue(d, cfg.queue_size, cfg.shrinkage, cfg.queue_min) for m in names})
-        if cfg.use_recovery and len(names) > 1:
+        # Quality on the input needs an input of feature vectors: a fine-tuned text branch reads
+        # word pieces, so its text is scored on f_text against the feature queue instead.
+        self.input_scored = {m.name for m in spec.modalities if cfg.quality_space == "input"
+                             and not (m.name == "text" and self.encoders.text_branch is not None)}
+        dims = [m.dim if m.name in self.input_scored else d for m in spec.modalities]
+        if self.input_scored:
+            self.input_queues = nn.ModuleDict({m.name: FeatureQueue(m.dim, cfg.queue_size, cfg.shrinkage, cfg.queue_min)
+                                               for m in spec.modalities if m.name in self.input_scored})
+        if cfg.use_quality:
+            self.gate = QualityGate(len(names), cfg.gate_init)
+        if cfg.quality_measure == "mahalanobis":
+            self.emphasis = DirectionWeights(dims)  # the quality scorer's own parameters
+        if self.recovers:
             # g_m reads the other modalities' slots (absent ones zeroed) plus their presence flags
             inputs = (len(names) - 1) * (d + 1)
             self.recovery = nn.ModuleDict({m: mlp(inputs, d, d, cfg.dropout) for m in names})
         self.head = mlp(d, d, self.num_outputs, cfg.dropout)
         self._pending: dict[str, Tensor] = {}  # clean features of the last training step, for the queues
 
-    @staticmethod
-    def _check(cfg: DRFConfig) -> None:
-        if cfg.quality_measure not in QUALITY_MEASURES:
-            raise ValueError(f"drf: quality_measure {cfg.quality_measure!r} not one of {', '.join(QUALITY_MEASURES)}")
-        if cfg.recovery_distance not in ("mmd", "cmd"):
-            raise ValueError(f"drf: recovery_distance {cfg.recovery_distance!r} not one of mmd, cmd")
-        if cfg.disrupt_mode not in DISRUPT_MODES:
-            raise ValueError(f"drf: disrupt_mode {cfg.disrupt_mode!r} not one of {', '.join(DISRUPT_MODES)}")
-        if not 0.0 <= cfg.disrupt_rate <= 1.0:
-            raise ValueError(f"drf: disrupt_rate must be in [0, 1], got {cfg.disrupt_rate}")
-        if cfg.tau <= 0:
-            raise ValueError(f"drf: tau must be > 0, got {cfg.tau}")
-        if cfg.use_recovery and not (cfg.recovery_sample_loss or cfg.recovery_dist_loss):
-            raise ValueError("drf: use_recovery needs recovery_sample_loss or recovery_dist_loss (else g is never trained)")
+    @property
+    def recovers(self) -> bool:
+        return self.cfg.use_recovery and len(self.modalities) > 1
 
     # --- the model ----------------------------------------------------------------------
     def forward(self, batch: Batch) -> Output:
@@ -147,21 +201,59 @@ class DRF(Method):
                   "recovered": result.recovered}
         return Output(result.pred, extras)
 
-    def run(self, batch: Batch) -> DRFPass:
+    def run(self, batch: Batch, distance: Tensor | None = None) -> DRFPass:
+        """Slots, quality, weights and prediction. `distance` (B, M): the distances the gate reads,
+        if not those of this pass's own slots (training passes those of a no-dropout pass)."""
+        slots = self.slots(batch)
+        available = slots.present | slots.recovered
+        if distance is None:
+            distance = self.distances(batch, slots)
+        weights = self.gate(distance.detach(), available) if self.cfg.use_quality else uniform_weights(available)
+        slots.quality = Quality.of(distance, available, self.cfg.tau, weights)
+        slots.pred = self.fuse(slots.features, weights)
+        return slots
+
+    def slots(self, batch: Batch) -> DRFPass:
+        """Encode, and recover what is missing from what is there (a sample with nothing present
+        has nothing to recover from)."""
         _, _, encoded = self.encoders(batch)
         present = batch.present
         features = dict(encoded)
         recovered = torch.zeros_like(present)
-        if self.cfg.use_recovery and len(self.modalities) > 1:
-            # Recover from what is there; a sample with nothing present has nothing to recover from.
+        if self.recovers:
             recovered = ~present & present.any(dim=1, keepdim=True)
             for j, m in enumerate(self.modalities):
                 if bool(recovered[:, j].any()):
                     features[m] = torch.where(recovered[:, j : j + 1], self.recover(m, encoded, present), encoded[m])
-        available = present | recovered
-        quality = self.score(features, available)
-        pred = self.fuse(features, quality.weights)
-        return DRFPass(present, recovered, encoded, features, quality, pred)
+        return DRFPass(present, recovered, encoded, features)
+
+    def scored(self, batch: Batch, features: dict[str, Tensor]) -> dict[str, Tensor]:
+        """What quality is measured on, per modality: the standardized input, or the features."""
+        return {m: standardized_input(batch.features[m], batch.frame_mask[m]) if m in self.input_scored else features[m]
+                for m in self.modalities}
+
+    def distances(self, batch: Batch, slots: DRFPass) -> Tensor:
+        """(B, M) distance of each modality to its queue. A recovered modality has no input of its
+        own: its distance is that of the recovered feature to the feature queue (about 1 when
+        typical, the scale of every distance here)."""
+        scored = self.scored(batch, slots.features)
+        columns = []
+        for j, m in enumerate(self.modalities):
+            distance = self.distance(j, scored[m])
+            rows = slots.recovered[:, j]
+            if m in self.input_scored and bool(rows.any()):
+                own = modality_distance(self.queues[m], slots.features[m], self.cfg.quality_measure, self.cfg.top_k)
+                distance = torch.where(rows, own, distance)
+            columns.append(distance)
+        return torch.stack(columns, dim=1)
+
+    def distance(self, index: int, values: Tensor) -> Tensor:
+        """D of modality `index` for the rows of `values` (B, dim) in the quality space, with the
+        scorer's direction weights."""
+        cfg, m = self.cfg, self.modalities[index]
+        queue = self.input_queues[m] if m in self.input_scored else self.queues[m]
+        emphasis = self.emphasis(index) if cfg.quality_measure == "mahalanobis" else None
+        return modality_distance(queue, values, cfg.quality_measure, cfg.top_k, emphasis)
 
     def recover(self, target: str, encoded: dict[str, Tensor], sources: Tensor) -> Tensor:
         """g_target from the modalities flagged in `sources` (B, M); the others are zeroed, so their
@@ -174,33 +266,49 @@ class DRF(Method):
             parts += [encoded[m] * flag, flag]
         return self.recovery[target](torch.cat(parts, dim=-1))
 
-    def score(self, features: dict[str, Tensor], available: Tensor) -> Quality:
-        cfg = self.cfg
-        return score_modalities(self.queues, features, available, cfg.tau, cfg.quality_measure, cfg.top_k,
-                                weighted=cfg.use_quality)
-
     def fuse(self, features: dict[str, Tensor], weights: Tensor) -> Tensor:
-        """Head over the quality-weighted sum of the available slots, sum_m w_m f_m (B, d)."""
+        """Head over the weighted sum of the available slots, sum_m w_m f_m (B, d)."""
         fused = sum(features[m] * weights[:, j : j + 1] for j, m in enumerate(self.modalities))
         pred = self.head(fused)
         return pred.squeeze(-1) if self.num_outputs == 1 else pred
 
     # --- training -----------------------------------------------------------------------
+    def prepare(self, train: SplitTensors) -> None:
+        """Fill the input queues once with the standardized inputs of K random clean training
+        samples: inputs do not change during training, so neither does their distribution, and
+        quality is scored from the first step on."""
+        if not self.input_scored:
+            return
+        parts: dict[str, list[Tensor]] = {m: [] for m in self.modalities if m in self.input_scored}
+        for batch in train.batches(256):
+            for j, m in enumerate(self.modalities):
+                if m in parts:
+                    parts[m].append(standardized_input(batch.features[m], batch.frame_mask[m])[batch.present[:, j]])
+        was_training = self.training
+        self.train()  # a queue only grows in training mode
+        for m, values in parts.items():
+            values = torch.cat(values)
+            self.input_queues[m].push(values[torch.randperm(len(values))[: self.cfg.queue_size]])
+        self.train(was_training)
+
     def loss(self, batch: Batch, phase: str) -> dict[str, Tensor]:
         cfg = self.cfg
-        _, _, clean = self.encoders(batch)  # the clean pass: recovery targets, queue entries
-        disruption = random_disruption(batch, cfg.disrupt_rate, cfg.disrupt_mode)
-        view = self.run(disruption.batch)
+        augmented = self.training_view(batch).batch
+        _, _, clean = self.encoders(batch)  # the clean pass: recovery inputs and targets
+        with as_at_test_time(self):  # the scale of test time: queue entries, the gate's distances
+            _, _, plain = self.encoders(batch)
+            slots = self.slots(augmented)
+            distance = self.distances(augmented, slots)
+        view = self.run(augmented, distance)
         task = self.task_loss(view.pred, batch)
-        zero = task.new_zeros(())
-        margin = self._margin(clean, view, disruption.corrupted) if cfg.use_quality else zero
-        sample, distribution = zero, zero
-        if cfg.use_recovery and len(self.modalities) > 1:
+        ranking = self._ranking(batch, plain) if hasattr(self, "emphasis") else task.new_zeros(())
+        sample = distribution = task.new_zeros(())
+        if self.recovers:
             sample, distribution = self._recovery_losses(clean, batch.present)
-        total = task + cfg.w_quality * margin + cfg.w_sample * sample + cfg.w_dist * distribution
+        total = task + cfg.w_quality * ranking + cfg.w_sample * sample + cfg.w_dist * distribution
         if self.training:
-            self._pending = {m: clean[m][batch.present[:, j]].detach() for j, m in enumerate(self.modalities)}
-        return {"loss": total, "task": task, "quality_margin": margin,
+            self._pending = {m: plain[m][batch.present[:, j]] for j, m in enumerate(self.modalities)}
+        return {"loss": total, "task": task, "quality_ranking": ranking,
                 "recovery_sample": sample, "recovery_dist": distribution}
 
     def after_step(self) -> None:
@@ -210,19 +318,26 @@ class DRF(Method):
                 self.queues[m].push(values)
         self._pending = {}
 
-    def _margin(self, clean: dict[str, Tensor], view: DRFPass, corrupted: Tensor) -> Tensor:
-        """Clean above corrupted: for every (sample, modality) the disruption corrupted, the clean
-        feature's log-quality must beat the corrupted one's by `margin`."""
-        cfg = self.cfg
+    def _ranking(self, batch: Batch, plain: dict[str, Tensor]) -> Tensor:
+        """Clean above corrupted, on pairs of its own: every sample with one present modality
+        corrupted (`random_disruption` at rate 1, mode C), whatever the training augmentation is;
+        the clean one's log-quality -D/tau must beat the corrupted one's by `margin`. Both sides
+        are inputs or no-gradient features, so this trains the scorer's direction weights only."""
+        hit = random_disruption(batch, 1.0, "C")
+        clean = self.scored(batch, plain)
+        if len(self.input_scored) == len(self.modalities):  # inputs only: no encoder pass needed
+            corrupted = self.scored(hit.batch, plain)
+        else:
+            with as_at_test_time(self):
+                corrupted = self.scored(hit.batch, self.encoders(hit.batch)[2])
         clean_log, corrupt_log = [], []
         for j, m in enumerate(self.modalities):
-            rows = corrupted[:, j]
-            if not bool(rows.any()) or not self.queues[m].ready:
-                continue
-            for values, out in ((clean[m][rows], clean_log), (view.features[m][rows], corrupt_log)):
-                out.append(-modality_distance(self.queues[m], values, cfg.quality_measure, cfg.top_k) / cfg.tau)
+            rows = hit.corrupted[:, j]
+            if bool(rows.any()):
+                clean_log.append(-self.distance(j, clean[m][rows]) / self.cfg.tau)
+                corrupt_log.append(-self.distance(j, corrupted[m][rows]) / self.cfg.tau)
         if not clean_log:
-            return view.pred.sum() * 0.0
+            return plain[self.modalities[0]].new_zeros(())
         return quality_margin_loss(torch.cat(clean_log), torch.cat(corrupt_log), self.cfg.margin)
 
     def _recovery_losses(self, clean: dict[str, Tensor], present: Tensor) -> tuple[Tensor, Tensor]:

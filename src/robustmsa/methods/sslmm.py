@@ -64,7 +64,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from robustmsa.data.batch import Batch
-from robustmsa.methods.base import Method, Output, Phase, register_method
+from robustmsa.methods.base import Method, Output, Phase, TextBranchConfig, register_method
 from robustmsa.missing import (
     random_frame_dropout,
     random_modality_dropout,
@@ -78,7 +78,7 @@ SERVE_OPTIONS = ("auto", "student", "teacher")
 
 
 @dataclass
-class SSLMMConfig:
+class SSLMMConfig(TextBranchConfig):
     # graph
     d: int = 32
     segments: int = 8  # S: nodes per modality (at most)
@@ -137,12 +137,14 @@ class SSLMMNet(nn.Module):
     """Encoders -> segment nodes -> message passing -> read-out -> head (the student, and without
     its decoder, the teacher)."""
 
-    def __init__(self, spec, cfg: SSLMMConfig, num_outputs: int, with_decoder: bool = True):
+    def __init__(self, spec, cfg: SSLMMConfig, num_outputs: int, with_decoder: bool = True,
+                 text_branch: nn.Module | None = None):
         super().__init__()
         d = cfg.d
         self.num_outputs = num_outputs
         self.modalities = spec.modality_names
-        self.encoders = ModalityEncoders(spec, d, cfg.encoder, cfg.dropout, max_frames=cfg.segments)
+        self.encoders = ModalityEncoders(spec, d, cfg.encoder, cfg.dropout, max_frames=cfg.segments,
+                                         text_branch=text_branch)
         counts = [math.ceil(m.max_len / math.ceil(m.max_len / cfg.segments)) for m in spec.modalities]
         self.register_buffer("groups", torch.cat([torch.full((c,), j) for j, c in enumerate(counts)]), persistent=False)
         self.register_buffer("segment", torch.cat([torch.arange(c) for c in counts]), persistent=False)
@@ -235,8 +237,8 @@ class SSLMM(Method):
             raise ValueError(f"sslmm: d={cfg.d} is not divisible by heads={cfg.heads}")
         if cfg.serve not in SERVE_OPTIONS:
             raise ValueError(f"sslmm: serve={cfg.serve!r}; expected one of {', '.join(SERVE_OPTIONS)}")
-        self.student = SSLMMNet(spec, cfg, self.num_outputs)
-        self.teacher = SSLMMNet(spec, cfg, self.num_outputs, with_decoder=False)
+        self.student = SSLMMNet(spec, cfg, self.num_outputs, text_branch=self.make_text_branch(cfg.d))
+        self.teacher = SSLMMNet(spec, cfg, self.num_outputs, with_decoder=False, text_branch=self.make_text_branch(cfg.d))
         self.teacher.requires_grad_(False)  # moved by EMA in after_step, never by the optimizer
         self.register_buffer("ema_steps", torch.zeros((), dtype=torch.long))
         self.register_buffer("teacher_ready", torch.zeros((), dtype=torch.bool))

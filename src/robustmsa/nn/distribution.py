@@ -98,6 +98,17 @@ def bin_logits(values: Tensor, centres: Tensor, temperature: float = 1.0) -> Ten
     return -distance.pow(2) / temperature
 
 
+def batch_standardize(values: Tensor, eps: float = 1e-6) -> Tensor:
+    """Z-score a batch of scalars (B,): what remains is the samples' relative order and spacing,
+    invariant to (and carrying no gradient along) the batch's own shift and spread.
+
+    >>> [round(v, 4) for v in batch_standardize(torch.tensor([1.0, 2.0, 3.0])).tolist()]
+    [-1.2247, 0.0, 1.2247]
+    """
+    centred = values - values.mean()
+    return centred / (centred.pow(2).mean() + eps).sqrt()
+
+
 def rbf_mmd(x: Tensor, y: Tensor, scales: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)) -> Tensor:
     """Squared Maximum Mean Discrepancy (Gretton et al. 2012) between samples x (n, d) and y (m, d)
     with a sum of RBF kernels exp(-||a - b||^2 / (2 s^2 h^2)) over `scales` s.

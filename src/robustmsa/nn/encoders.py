@@ -30,14 +30,14 @@ def masked_downsample(x: Tensor, mask: Tensor, factor: int) -> tuple[Tensor, Ten
         return x, mask
     b, length, d = x.shape
     pad = (-length) % factor
-    if pad:
-        x = torch.nn.functional.pad(x, (0, 0, 0, pad))
+    weights = mask.to(x.dtype).unsqueeze(-1)
+    masked = x * weights
+    if pad:  # after masking: one pass over the long sequence fewer than padding x first
+        masked = torch.nn.functional.pad(masked, (0, 0, 0, pad))
+        weights = torch.nn.functional.pad(weights, (0, 0, 0, pad))
         mask = torch.nn.functional.pad(mask, (0, pad), value=False)
-    windows = x.view(b, -1, factor, d)
-    wmask = mask.view(b, -1, factor)
-    weights = wmask.to(x.dtype).unsqueeze(-1)
-    pooled = (windows * weights).sum(2) / weights.sum(2).clamp_min(1.0)
-    return pooled, wmask.any(-1)
+    pooled = masked.view(b, -1, factor, d).sum(2) / weights.view(b, -1, factor, 1).sum(2).clamp_min(1.0)
+    return pooled, mask.view(b, -1, factor).any(-1)
 
 
 class PositionalEncoding(nn.Module):
@@ -102,7 +102,10 @@ class SequenceEncoder(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Returns (states (B, L', d), mask (B, L'), pooled (B, d))."""
-        x, mask = masked_downsample(x * mask.unsqueeze(-1), mask, self.downsample)
+        if self.downsample > 1:  # masks as it averages: masking here first would be a second pass
+            x, mask = masked_downsample(x, mask, self.downsample)
+        else:
+            x = x * mask.unsqueeze(-1)
         x = self.norm_in(x)
         if self.kind == "pool":
             h = self.frame(x)
@@ -122,7 +125,9 @@ def mlp(in_dim: int, hidden: int, out_dim: int, dropout: float = 0.1) -> nn.Sequ
 
 class ModalityEncoders(nn.Module):
     """One SequenceEncoder per modality of a dataset. `max_frames` sets each modality's
-    downsampling factor so that no encoded sequence is longer than that."""
+    downsampling factor so that no encoded sequence is longer than that. `text_branch` (e.g. a
+    fine-tuned `TextTransformer`) replaces the text encoder: it reads `batch.text_bert` and the
+    text presence instead of the text features."""
 
     def __init__(
         self,
@@ -133,16 +138,40 @@ class ModalityEncoders(nn.Module):
         layers: int = 1,
         heads: int = 4,
         max_frames: int | None = None,
+        text_branch: nn.Module | None = None,
     ):
         super().__init__()
+        if text_branch is not None and "text" not in spec.modality_names:
+            raise ValueError(f"a text branch needs a text modality; this dataset has {', '.join(spec.modality_names)}")
+        self.text_branch = text_branch
         self.encoders = nn.ModuleDict()
+        self.frames: dict[str, int] = {}  # encoded length per modality (what methods may size by)
         for m in spec.modalities:
             factor = math.ceil(m.max_len / max_frames) if max_frames else 1
-            self.encoders[m.name] = SequenceEncoder(m.dim, d, kind, layers, heads, dropout, factor)
+            self.frames[m.name] = math.ceil(m.max_len / factor)
+            if text_branch is None or m.name != "text":
+                self.encoders[m.name] = SequenceEncoder(m.dim, d, kind, layers, heads, dropout, factor)
 
     def forward(self, batch: Batch) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Tensor]]:
         """Returns per-modality (states, masks, pooled); a missing modality's pooled vector is 0."""
         states, masks, pooled = {}, {}, {}
-        for name, encoder in self.encoders.items():
-            states[name], masks[name], pooled[name] = encoder(batch.features[name], batch.frame_mask[name])
+        for name in batch.modalities:
+            if name in self.encoders:
+                encoded = self.encoders[name](batch.features[name], batch.frame_mask[name])
+            elif batch.text_bert is None:
+                raise ValueError("method.text_encoder=finetune needs text_bert token ids in the data "
+                                 "(MMSA pickles carry them; `data build mosi-real --text-bert` writes them)")
+            else:
+                encoded = self._text(batch, name)
+            states[name], masks[name], pooled[name] = encoded
         return states, masks, pooled
+
+    def _text(self, batch: Batch, name: str) -> tuple[Tensor, Tensor, Tensor]:
+        """The text branch's token states, window-averaged and padded to the text modality's
+        encoded length, so methods that size by frames (graph nodes) see the feature route's shapes."""
+        states, mask, pooled = self.text_branch(batch.text_bert, batch.is_present(name))
+        target = self.frames[name]
+        states, mask = masked_downsample(states, mask, math.ceil(states.shape[1] / target))
+        pad = target - states.shape[1]
+        states = torch.nn.functional.pad(states, (0, 0, 0, pad))
+        return states, torch.nn.functional.pad(mask, (0, pad), value=False), pooled

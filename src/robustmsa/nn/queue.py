@@ -108,6 +108,20 @@ class FeatureQueue(nn.Module):
         `distribution.mahalanobis`): (B, d) -> (B,), about 1 for a typical queued feature."""
         return mahalanobis(x, self.mean, self.precision)
 
+    def whiten(self, x: Tensor) -> Tensor:
+        """Coordinates in which the queue's distribution is white: (x - mean) L with L L^T the
+        precision (Cholesky, in float64), so ||row||^2 / d is the squared `mahalanobis`: (B, d) -> (B, d)."""
+        return (x - self.mean) @ self._precision_factor().to(x.dtype)
+
+    def _precision_factor(self) -> Tensor:
+        """Cholesky factor of the precision, computed once per value of it: a refresh or a loaded
+        state dict writes the precision in place, which bumps its version and so the key."""
+        key = (self.precision.data_ptr(), self.precision._version, self.precision.device)
+        if getattr(self, "_factor_key", None) != key:
+            self._factor = torch.linalg.cholesky(self.precision.double())
+            self._factor_key = key
+        return self._factor
+
     def top_k_cosine(self, x: Tensor, k: int) -> Tensor:
         """Mean of the k largest cosine similarities between each row and the queue: (B, d) -> (B,)."""
         held = nn.functional.normalize(self.contents(), dim=-1)

@@ -24,10 +24,10 @@ from robustmsa.config import RunConfig
 from robustmsa.data.batch import SplitTensors
 from robustmsa.data.schema import Dataset
 from robustmsa.data.standardize import FeatureStats, fit_feature_stats
-from robustmsa.evaluation.evaluate import predict_tensors
+from robustmsa.evaluation.evaluate import predict_tensors, split_tensors
 from robustmsa.evaluation.metrics import METRICS_VERSION
 from robustmsa.methods.base import Method, Phase, create_method
-from robustmsa.missing import labeled_mask
+from robustmsa.missing import Protocol, labeled_mask
 from robustmsa.training.checkpoint import (
     load_weights,
     optimizer_from_flat,
@@ -92,8 +92,6 @@ class Trainer:
             return self._fit(run, dataset, seed, folder)
 
     def _fit(self, run: RunConfig, dataset: Dataset, seed: int, folder: Path) -> FitResult:
-        from lightning_fabric import Fabric  # imported here: it is slow to import
-
         start = time.perf_counter()
         progress = self._read_progress(folder)
         if progress.completed:
@@ -106,7 +104,7 @@ class Trainer:
         method = create_method(run.method, dataset.spec, **run.method_options)
         stats = method.input_stats = input_stats(run, dataset)
         self._write_config(folder, run, method, dataset, seed)
-        fabric = Fabric(accelerator=self.accelerator, devices=self.devices, precision="32-true")
+        fabric = self._fabric()
         labeled = labeled_mask(
             dataset["train"].labels, run.data.labeled_ratio, seed, dataset.spec.label.metric_family
         ) if run.data.labeled_ratio < 1.0 else np.ones(len(dataset["train"]), dtype=bool)
@@ -132,7 +130,7 @@ class Trainer:
             epochs_run += self._run_phase(fabric, model, method, phase, run, data, rows, valid, folder, seed, progress)
             progress = dataclasses.replace(progress, phase_index=progress.phase_index + 1, epoch=0, best_score=None, bad_epochs=0)
             self._write_progress(folder, progress, method)
-        reason = self._check_collapse(folder, method, valid, run)
+        reason = self._check_collapse(folder, method, valid, run, dataset, seed)
         progress.completed = True
         write_json(folder / "state.json", dataclasses.asdict(progress))
         (folder / "last.safetensors").unlink(missing_ok=True)
@@ -140,13 +138,23 @@ class Trainer:
         return FitResult(folder, metrics, epochs_run, time.perf_counter() - start, resumed=resumed,
                          collapse_reason=reason)
 
+    def _fabric(self):
+        """Lightning Fabric for accelerators and several devices; one CPU process needs none of it
+        (importing Lightning alone costs seconds per process, more than a small model's epoch)."""
+        if str(self.accelerator) == "cpu" and str(self.devices) == "1":
+            return SingleCPU()
+        from lightning_fabric import Fabric  # imported here: it is slow to import
+
+        return Fabric(accelerator=self.accelerator, devices=self.devices, precision="32-true")
+
     # --- one phase ----------------------------------------------------------------------
     def _run_phase(self, fabric, model, method: Method, phase: Phase, run: RunConfig, data: SplitTensors, rows: int,
                    valid: Selection, folder: Path, seed: int, progress: _Progress) -> int:
         cfg = run.train
         lr = phase.lr or cfg.lr
         epochs = phase.epochs or cfg.epochs
-        optimizer = torch.optim.AdamW([p for p in method.parameters() if p.requires_grad], lr=lr, weight_decay=cfg.weight_decay)
+        # parameter groups from the method (e.g. a pretrained text encoder at its own learning rate)
+        optimizer = torch.optim.AdamW(method.param_groups(lr), lr=lr, weight_decay=cfg.weight_decay)
         if progress.epoch > 0:  # resumed within this phase: its optimizer moments travel too
             self._restore_optimizer(folder, optimizer)
         optimizer = fabric.setup_optimizers(optimizer)
@@ -276,15 +284,18 @@ class Trainer:
             optimizer.load_state_dict(optimizer_from_flat(load_weights(folder / "last.safetensors"), meta))
 
     # --- collapse ------------------------------------------------------------------------
-    def _check_collapse(self, folder: Path, method: Method, selection: Selection, run: RunConfig) -> str:
+    def _check_collapse(self, folder: Path, method: Method, selection: Selection, run: RunConfig,
+                        dataset: Dataset, seed: int) -> str:
         """Flag a selected model that looks collapsed: a one-line warning, and `collapsed` +
         `collapse_reason` in metrics.json (the bench report lists them). Judged on the complete
         validation copy where the run selects on one."""
         saved = read_json(folder / "metrics.json")
         valid = selection.splits.get("complete") or next(iter(selection.splits.values()))
-        pred = predict_tensors(method, valid, run.train.eval_batch_size, next(method.parameters()).device)
+        device = next(method.parameters()).device
+        pred = predict_tensors(method, valid, run.train.eval_batch_size, device)
+        alone = _predictions_alone(method, dataset, seed, run.train.eval_batch_size, device)
         reason = collapse_reason(method.spec.label, pred, valid.labels.numpy(), saved["epoch"],
-                                 _epochs_logged(folder, saved["phase"]), _is_selecting(method, saved["phase"]))
+                                 _epochs_logged(folder, saved["phase"]), _is_selecting(method, saved["phase"]), alone)
         write_json(folder / "metrics.json", {**saved, "collapsed": bool(reason), "collapse_reason": reason})
         if reason:
             warnings.warn(f"{folder}: the selected model looks collapsed: {reason}", stacklevel=2)
@@ -314,6 +325,18 @@ class Trainer:
 def input_stats(run: RunConfig, dataset: Dataset) -> FeatureStats | None:
     """The training split's feature statistics, or None where the run opts out (data.standardize)."""
     return fit_feature_stats(dataset["train"]) if run.data.standardize else None
+
+
+def _predictions_alone(method: Method, dataset: Dataset, seed: int, batch_size: int, device) -> dict[str, np.ndarray]:
+    """Regression: modality -> validation predictions with only that modality, on the samples that have it."""
+    names = dataset.spec.modality_names
+    if not dataset.spec.label.is_regression or len(names) < 2:
+        return {}
+    alone = {}
+    for j, modality in enumerate(names):
+        tensors = split_tensors(dataset, "valid", Protocol("subset", modality), seed, method.input_stats)
+        alone[modality] = predict_tensors(method, tensors, batch_size, device)[tensors.present[:, j].numpy()]
+    return alone
 
 
 def _epochs_logged(folder: Path, phase: str) -> int:
@@ -350,6 +373,27 @@ def epoch_rows(run: RunConfig, rows: int, full_rows: int) -> int:
     """Rows drawn per epoch: a phase on the labeled rows alone is topped up (with replacement) to
     a full-data epoch under `train.equal_budget`; otherwise each row once."""
     return full_rows if run.train.equal_budget else rows
+
+
+class SingleCPU:
+    """The part of Fabric's interface the trainer uses, for one CPU process in full precision:
+    the same calls Fabric makes there (backward, clip_grad_norm_ over the optimizer's
+    parameters), without its wrappers."""
+
+    device = torch.device("cpu")
+
+    def setup_module(self, module: torch.nn.Module) -> torch.nn.Module:
+        return module
+
+    def setup_optimizers(self, optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+        return optimizer
+
+    def backward(self, loss: torch.Tensor) -> None:
+        loss.backward()
+
+    def clip_gradients(self, module, optimizer, max_norm: float, error_if_nonfinite: bool = True) -> torch.Tensor:
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        return torch.nn.utils.clip_grad_norm_(params, max_norm, error_if_nonfinite=error_if_nonfinite)
 
 
 def hash_seed(*parts: int) -> int:
