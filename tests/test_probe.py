@@ -7,7 +7,6 @@ import pytest
 
 from conftest import TINY_MODALITIES, make_tiny_dataset
 from robustmsa.cli import main
-from robustmsa.evaluation.metrics import mosi_metrics
 from robustmsa.evaluation.probe import RIDGE_ALPHAS, fit_linear, pooled, probe_dataset
 
 
