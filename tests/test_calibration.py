@@ -54,3 +54,22 @@ def test_report_refuses_class_labels():
     dataset = make_tiny_dataset(n=30, classification=True)
     with pytest.raises(ValueError, match="class labels"):
         calibration_report(ShrunkOracle(dataset.spec, None), dataset)
+
+
+def test_report_sees_the_inputs_the_method_was_trained_on(tmp_path, one_torch_thread):
+    """A method trained on standardized features is evaluated on standardized features: the
+    report's raw test metrics are `evaluate`'s (they were not, when it skipped `input_stats`)."""
+    from robustmsa.config import RunConfig, apply_overrides
+    from robustmsa.evaluation.evaluate import evaluate
+    from robustmsa.methods.base import method_class
+    from robustmsa.training.checkpoint import load_checkpoint
+    from robustmsa.training.trainer import Trainer
+
+    dataset = make_tiny_dataset(n=60, seed=4)
+    for split in dataset.splits.values():  # a real unit far from standardized, so skipping stats shows
+        split.features["audio"] = m.features["audio"] * 50.0 + 20.0
+    run = apply_overrides(RunConfig("late_fusion"), ["train.epochs=2"], method_class("late_fusion").config_class)
+    method = load_checkpoint(Trainer(tmp_path, verbose=False).fit(run, dataset, seed=0).path).method
+    assert method.input_stats is not None
+    report = calibration_report(method, dataset, seed=0)
+    assert report["test_mae"] == pytest.approx(evaluate(method, dataset, "test")["mae"], abs=1e-6)

@@ -70,7 +70,7 @@ def calibration_report(method: Method, dataset: Dataset, seed: int = 0, protocol
     if family == "classification":
         raise ValueError(f"calibration_report: {dataset.spec.name} has class labels; an affine map needs a score")
     parsed = Protocol.parse(protocol)
-    pred = {split: predict_tensors(method, split_tensors(dataset, split, parsed, seed), batch_size)
+    pred = {split: predict_tensors(method, split_tensors(dataset, split, parsed, seed, method.input_stats), batch_size)
             for split in ("valid", "test")}
     fit = calibration_fit(pred["valid"], dataset["valid"].labels)
     report = {f"valid_{k}": float(v) for k, v in asdict(fit).items()}
