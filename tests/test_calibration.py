@@ -67,7 +67,7 @@ def test_report_sees_the_inputs_the_method_was_trained_on(tmp_path, one_torch_th
 
     dataset = make_tiny_dataset(n=60, seed=4)
     for split in dataset.splits.values():  # a real unit far from standardized, so skipping stats shows
-        split.features["audio"] = m.features["audio"] * 50.0 + 20.0
+        split.features["audio"] = split.features["audio"] * 50.0 + 20.0
     run = apply_overrides(RunConfig("late_fusion"), ["train.epochs=2"], method_class("late_fusion").config_class)
     method = load_checkpoint(Trainer(tmp_path, verbose=False).fit(run, dataset, seed=0).path).method
     assert method.input_stats is not None
