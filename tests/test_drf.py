@@ -5,6 +5,8 @@ image-text data."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from conftest import make_tiny_dataset
@@ -162,6 +164,103 @@ def test_quality_gate_starts_at_plain_fusion_and_is_monotone_in_the_distance():
     assert weights[1, 1] < weights[1, 2] < weights[1, 0]  # the farther, the lighter
     farther = gate(distance + torch.tensor([[0.0, 5.0, 0.0]]), available)
     assert farther[0, 1] < weights[0, 1] and farther[1, 1] < weights[1, 1]
+
+
+def fit_gate(gate: QualityGate, draw, steps: int = 300) -> None:
+    """Train only `gate` (as DRF's own param group would) on a fused regression: the prediction is
+    sum_m w_m x_m, x_m a noisy copy of the target y; `draw(generator)` -> x, y, distance, available,
+    recovered for one batch."""
+    optimizer = torch.optim.Adam(gate.parameters(), lr=0.05)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        x, y, distance, available, recovered = draw(generator)
+        gate.train()
+        gate.observe(distance, available & ~recovered & (distance < 3.0))  # the clean entries
+        loss = ((gate(distance, available, recovered) * x).sum(1) - y).pow(2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+
+def signal(generator, noise: tuple[float, float], n: int = 256):
+    """Two modalities that both carry the target y, each with its own noise std."""
+    y = torch.randn(n, generator=generator)
+    x = torch.stack([y + noise[m] * torch.randn(n, generator=generator) for m in (0, 1)], dim=1)
+    return x, y
+
+
+def test_the_gate_moves_off_plain_fusion_when_a_modality_is_corrupted_in_training():
+    def draw(generator):
+        x, y = signal(generator, (0.3, 0.3))
+        hit = torch.rand(x.shape[0], generator=generator) < 0.5  # half the samples: modality 1 corrupted
+        x[hit, 1] = 3.0 * torch.randn(int(hit.sum()), generator=generator)  # its signal destroyed
+        distance = 1.0 + 0.05 * torch.rand(x.shape, generator=generator)  # clean: D ~ 1, a small spread
+        distance[hit, 1] += 1.0 + torch.rand(int(hit.sum()), generator=generator)  # corrupted: farther
+        return x, y, distance, torch.ones_like(x, dtype=torch.bool), torch.zeros_like(x, dtype=torch.bool)
+
+    gate = QualityGate(2)
+    fit_gate(gate, draw)
+    gate.eval()
+    x, _, distance, available, recovered = draw(torch.Generator().manual_seed(9))
+    weights = gate(distance, available, recovered)
+    corrupted = distance[:, 1] > 1.5
+    assert weights[corrupted, 1].mean() < 0.1  # off plain fusion (0.5): the corrupted copy hardly counts
+    assert 0.35 < weights[~corrupted, 1].mean() < 0.65  # both clean: still about equal
+    assert gate.alpha[1] > 0.3 and gate.alpha[0] < gate.alpha[1]  # modality 0 is never corrupted
+
+
+def test_a_recovered_modality_from_a_weak_source_weighs_less_than_the_observed_one():
+    def draw(generator):
+        x, y = signal(generator, (0.3, 0.3))
+        recovered = torch.zeros_like(x, dtype=torch.bool)
+        lost = torch.rand(x.shape[0], generator=generator) < 0.5  # modality 1 missing, "recovered" badly
+        recovered[lost, 1] = True
+        x[lost, 1] = torch.randn(int(lost.sum()), generator=generator)  # no information about y
+        distance = 1.0 + 0.05 * torch.rand(x.shape, generator=generator)  # typical-looking (the dist loss)
+        return x, y, distance, torch.ones_like(recovered), recovered
+
+    gate = QualityGate(2)
+    fit_gate(gate, draw)
+    gate.eval()
+    x, _, distance, available, recovered = draw(torch.Generator().manual_seed(9))
+    weights = gate(distance, available, recovered)
+    assert weights[recovered[:, 1], 1].mean() < 0.15 < 0.85 < weights[recovered[:, 1], 0].mean()
+    assert gate.offset[1] < -1.0
+    assert 0.35 < weights[~recovered[:, 1], 1].mean() < 0.65  # observed: plain fusion is kept
+    # without the offset a recovered slot is scored by its (typical) distance: it weighs as much
+    blind = QualityGate(2, recovered_offset=False)
+    fit_gate(blind, draw)
+    blind.eval()
+    assert blind(distance, available, recovered)[recovered[:, 1], 1].mean() > 0.35
+
+
+def test_the_gate_standardizes_by_clean_running_statistics_saved_with_it():
+    gate = QualityGate(2, init=1.0)
+    generator = torch.Generator().manual_seed(0)
+    clean = torch.ones(64, 2, dtype=torch.bool)
+    for _ in range(200):
+        gate.observe(torch.stack([2.0 + 0.1 * torch.randn(64, generator=generator),
+                                  5.0 + 1.0 * torch.randn(64, generator=generator)], 1).clamp_min(0), clean)
+    assert gate.center[0] == pytest.approx(math.log(3.0), abs=0.01) and gate.center[1] == pytest.approx(math.log(6.0), abs=0.03)
+    assert gate.spread[0] == pytest.approx(0.1 / 3.0, rel=0.1) and gate.spread[1] == pytest.approx(1.0 / 6.0, rel=0.15)
+    z = gate.score(torch.tensor([[2.0, 5.0]]))
+    assert torch.allclose(z, torch.zeros(1, 2), atol=0.3)  # a typical clean input scores ~0 on each scale
+    gate.eval()
+    frozen = gate.center.clone()
+    gate.observe(torch.full((64, 2), 50.0), clean)  # evaluation never moves the statistics
+    assert torch.equal(gate.center, frozen)
+    restored = QualityGate(2, init=1.0)
+    restored.load_state_dict(gate.state_dict())
+    assert torch.equal(restored.score(torch.tensor([[9.0, 9.0]])), gate.score(torch.tensor([[9.0, 9.0]])))
+
+
+def test_the_gate_has_its_own_learning_rate(pooled):
+    method = small_drf(pooled.spec, gate_lr_scale=10.0)
+    groups = method.param_groups(1e-3)
+    gate = [g for g in groups if any(p is method.gate.slope for p in g["params"])]
+    assert len(gate) == 1 and gate[0]["lr"] == pytest.approx(1e-2) and len(gate[0]["params"]) == 3
+    assert sum(len(g["params"]) for g in groups) == len([p for p in method.parameters() if p.requires_grad])
+    assert len(small_drf(pooled.spec, gate_lr_scale=1.0).param_groups(1e-3)) == 1
 
 
 @pytest.mark.parametrize("recovery", [False, True])
