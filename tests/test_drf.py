@@ -254,6 +254,16 @@ def test_the_gate_standardizes_by_clean_running_statistics_saved_with_it():
     assert torch.equal(restored.score(torch.tensor([[9.0, 9.0]])), gate.score(torch.tensor([[9.0, 9.0]])))
 
 
+def test_training_steps_feed_the_gate_the_clean_distance_statistics(pooled):
+    method = warmed(pooled)
+    assert bool(method.gate.observed.all()) and torch.all(method.gate.center > 0)
+    batch = complete_batch(pooled)
+    with torch.no_grad():
+        clean = torch.log1p(method.run(batch).quality.distance)
+    # the running statistics describe the clean inputs: those score ~0 on the gate's scale
+    assert torch.allclose(clean.mean(0), method.gate.center, atol=3 * method.gate.spread.max().item())
+
+
 def test_the_gate_has_its_own_learning_rate(pooled):
     method = small_drf(pooled.spec, gate_lr_scale=10.0)
     groups = method.param_groups(1e-3)
@@ -451,8 +461,9 @@ def test_a_gate_that_trusts_the_distance_moves_weight_off_a_far_modality(pooled)
         start = method(batch).extras["fusion_weights"]
         assert torch.allclose(start, torch.full((batch.size, 2), 0.5), atol=0.03)  # plain fusion at first
         method.gate.slope.fill_(2.0)
-        typical = method.run(batch, torch.ones(batch.size, 2))
-        far = method.run(batch, torch.tensor([[1.0, 30.0]]).expand(batch.size, 2))
+        clean = torch.expm1(method.gate.center)  # the distance of a typical clean input, per modality
+        typical = method.run(batch, clean.expand(batch.size, 2))
+        far = method.run(batch, torch.stack([clean[0], torch.tensor(30.0)]).expand(batch.size, 2))
     assert torch.allclose(typical.quality.weights, torch.full((batch.size, 2), 0.5))
     assert torch.all(far.quality.weights[:, 1] < 0.1)
     assert not torch.allclose(far.pred, typical.pred)
@@ -605,7 +616,9 @@ def test_drf_ablation_preset_runs_every_variant_and_the_fairness_grid_once(tmp_p
     grid = make_grid("drf-ablation", data=["synthetic:mvsa:n=60:seed=1"], seeds=[0], overrides=options)
     table = make_grid("drf-table", data=["synthetic:mvsa:n=60:seed=1"], seeds=[0], methods=["drf", "late_fusion"],
                       overrides=options)
-    assert list(grid.variants) == ["full", "w/o quality weighting", "w/o recovery", "recovery: sample loss only",
+    assert list(grid.variants) == ["full", "w/o quality weighting", "gate: raw log(1 + D), not standardized",
+                                   "gate: recovered slots scored by distance, no offset",
+                                   "gate: at the network's learning rate", "w/o recovery", "recovery: sample loss only",
                                    "recovery: distribution loss only", "trained with the missing augmentation",
                                    "trained with DRF's disruption"]
     assert grid.protocols == table.protocols and grid.protocols[0] == "none"
@@ -613,7 +626,7 @@ def test_drf_ablation_preset_runs_every_variant_and_the_fairness_grid_once(tmp_p
     jobs = grid.jobs()
     assert {job.key for job in table.jobs()} <= {job.key for job in jobs}  # each default cell is the table's run
     cells = {(job.method, job.variant): set(job.overrides) - set(options) for job in jobs}
-    assert len(cells) == 9 and all(method == "drf" for method, _ in list(cells)[:5])
+    assert len(cells) == 12 and all(method == "drf" for method, _ in list(cells)[:8])
     # the 2x2 grid: each method under each augmentation, the same options for both methods
     disrupt = {"method.train_missing=false", "method.train_disruption=disrupt"}
     missing = {"method.train_missing=true", "method.train_disruption=none"}
@@ -621,9 +634,9 @@ def test_drf_ablation_preset_runs_every_variant_and_the_fairness_grid_once(tmp_p
     assert cells["drf", "trained with the missing augmentation"] == missing
     assert cells["drf", "trained with DRF's disruption"] == cells["drf", "full"] == set()  # drf's defaults
     result = run_grid(grid, tmp_path, progress=False)
-    assert result.ran == 8 and not result.failed  # "full" and drf's disruption cell are one run
+    assert result.ran == 11 and not result.failed  # "full" and drf's disruption cell are one run
     assert set(zip(result.rows["method"], result.rows["variant"])) == set(cells)
-    assert len(result.rows) == 9 * len(grid.protocols) * 3  # cells x columns x (acc, f1, f1_macro)
+    assert len(result.rows) == 12 * len(grid.protocols) * 3  # cells x columns x (acc, f1, f1_macro)
 
 
 def test_drf_presets_add_real_low_quality_text_on_data_built_from_raw_text(tiny_real):

@@ -304,8 +304,9 @@ class DRF(Method):
         _, _, clean = self.encoders(batch)  # the clean pass: recovery inputs and targets
         with as_at_test_time(self):  # the scale of test time: queue entries, the gate's distances
             _, _, plain = self.encoders(batch)
-            if self.training and cfg.use_quality:
-                self._observe_clean(batch, plain)
+        if self.training and cfg.use_quality:
+            self._observe_clean(batch, plain)
+        with as_at_test_time(self):
             slots = self.slots(augmented)
             distance = self.distances(augmented, slots)
         view = self.run(augmented, distance)
@@ -321,10 +322,11 @@ class DRF(Method):
                 "recovery_sample": sample, "recovery_dist": distribution}
 
     def _observe_clean(self, batch: Batch, plain: dict[str, Tensor]) -> None:
-        """Feed the gate's running statistics the distances of the clean, present inputs (features
-        while a feature queue is still filling score 0 and are left out)."""
-        scored = self.scored(batch, plain)
-        distance = torch.stack([self.distance(j, scored[m]) for j, m in enumerate(self.modalities)], dim=1)
+        """Feed the gate's running statistics the distances of the clean, present inputs (`plain`:
+        their no-dropout features; while a feature queue is still filling they score 0 and are left out)."""
+        with torch.no_grad():
+            scored = self.scored(batch, plain)
+            distance = torch.stack([self.distance(j, scored[m]) for j, m in enumerate(self.modalities)], dim=1)
         self.gate.observe(distance, batch.present & (distance > 0))
 
     def param_groups(self, lr: float) -> list[dict]:
