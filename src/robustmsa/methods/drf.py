@@ -18,11 +18,16 @@ The design of METHODS.md with its 2026-11-29 revision, for modalities m with poo
               old margin loss: test AUROC text 0.68-0.82, image 0.75-0.99), while the input keeps
               the corruption in plain view (0.97-1.00 on MVSA v1 and real MOSI, untrained).
     fusion    the head reads sum_m w_m f_m over the available slots, w = `nn.quality.QualityGate`:
-              softmax over the available modalities of beta_m - alpha_m * log(1 + D_m), alpha_m >= 0,
-              learned by the task loss on clean and disrupted samples. It starts at plain fusion
-              (late fusion's mean) and can stay there: being atypical is not being useless, and only
-              the task loss knows how much a corrupted modality still tells. The queue distance is
-              its only quality input, and it reads it detached (the task loss never reshapes D).
+              softmax over the available modalities of beta_m - alpha_m * z_m, alpha_m >= 0, with
+              z_m = log(1 + D_m) standardized by its running mean / std over clean, present
+              training inputs (`gate_standardize`: an O(1) alpha then has an O(1) effect), and for
+              a recovered modality beta_m + gamma_m, a learned offset (`gate_recovered_offset`: a
+              text recovered from weak audio can weigh little, falling back to what is there).
+              The gate trains in its own param group at `gate_lr_scale` x the network's rate.
+              It starts at plain fusion (late fusion's mean) and can stay there: being atypical is
+              not being useless, and only the task loss knows how much a corrupted modality still
+              tells. The queue distance is its only quality input, and it reads it detached (the
+              task loss never reshapes D).
     recovery  g_m maps the present modalities (any subset S, absent ones zeroed and flagged) to
               modality m. Trained on clean samples: sample loss MSE + (1 - cos) to the true f_m
               and distribution loss MMD (multi-bandwidth RBF; option CMD) between the batch of

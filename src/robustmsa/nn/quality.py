@@ -10,8 +10,9 @@ features can train to look where corruption shows, without ever moving the featu
 Being atypical is not the same as being useless: a modality with half its elements zeroed can
 still tell more than a clean weak one. So the fusion weights are not a fixed function of D but a
 learned, monotone one (`QualityGate`): softmax over the modalities a sample has of
-beta_m - alpha_m * log(1 + D_m), alpha_m >= 0. It starts at plain fusion (alpha ~ 0, beta = 0) and
-the task loss decides how far to trust the distance; it can always fall back to plain fusion.
+beta_m - alpha_m * z_m, alpha_m >= 0, z_m = log(1 + D_m) on the scale of clean inputs, with a
+learned offset instead for a recovered modality. It starts at plain fusion (alpha ~ 0, beta = 0)
+and the task loss decides how far to trust the distance; it can always fall back to plain fusion.
 """
 
 from __future__ import annotations
