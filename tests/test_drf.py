@@ -5,6 +5,8 @@ image-text data."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from conftest import make_tiny_dataset
@@ -162,6 +164,116 @@ def test_quality_gate_starts_at_plain_fusion_and_is_monotone_in_the_distance():
     assert weights[1, 1] < weights[1, 2] < weights[1, 0]  # the farther, the lighter
     farther = gate(distance + torch.tensor([[0.0, 5.0, 0.0]]), available)
     assert farther[0, 1] < weights[0, 1] and farther[1, 1] < weights[1, 1]
+
+
+def fit_gate(gate: QualityGate, draw, steps: int = 300) -> None:
+    """Train only `gate` (as DRF's own param group would) on a fused regression: the prediction is
+    sum_m w_m x_m, x_m a noisy copy of the target y; `draw(generator)` -> x, y, distance, available,
+    recovered for one batch."""
+    optimizer = torch.optim.Adam(gate.parameters(), lr=0.05)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        x, y, distance, available, recovered = draw(generator)
+        gate.train()
+        gate.observe(distance, available & ~recovered & (distance < 3.0))  # the clean entries
+        loss = ((gate(distance, available, recovered) * x).sum(1) - y).pow(2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+
+def signal(generator, noise: tuple[float, float], n: int = 256):
+    """Two modalities that both carry the target y, each with its own noise std."""
+    y = torch.randn(n, generator=generator)
+    x = torch.stack([y + noise[m] * torch.randn(n, generator=generator) for m in (0, 1)], dim=1)
+    return x, y
+
+
+def test_the_gate_moves_off_plain_fusion_when_a_modality_is_corrupted_in_training():
+    def draw(generator):
+        x, y = signal(generator, (0.3, 0.3))
+        hit = torch.rand(x.shape[0], generator=generator) < 0.5  # half the samples: modality 1 corrupted
+        x[hit, 1] = 3.0 * torch.randn(int(hit.sum()), generator=generator)  # its signal destroyed
+        distance = 1.0 + 0.05 * torch.rand(x.shape, generator=generator)  # clean: D ~ 1, a small spread
+        distance[hit, 1] += 1.0 + torch.rand(int(hit.sum()), generator=generator)  # corrupted: farther
+        return x, y, distance, torch.ones_like(x, dtype=torch.bool), torch.zeros_like(x, dtype=torch.bool)
+
+    gate = QualityGate(2)
+    fit_gate(gate, draw)
+    gate.eval()
+    x, _, distance, available, recovered = draw(torch.Generator().manual_seed(9))
+    weights = gate(distance, available, recovered)
+    corrupted = distance[:, 1] > 1.5
+    assert weights[corrupted, 1].mean() < 0.1  # off plain fusion (0.5): the corrupted copy hardly counts
+    assert 0.35 < weights[~corrupted, 1].mean() < 0.65  # both clean: still about equal
+    assert gate.alpha[1] > 0.3 and gate.alpha[0] < gate.alpha[1]  # modality 0 is never corrupted
+
+
+def test_a_recovered_modality_from_a_weak_source_weighs_less_than_the_observed_one():
+    def draw(generator):
+        x, y = signal(generator, (0.3, 0.3))
+        recovered = torch.zeros_like(x, dtype=torch.bool)
+        lost = torch.rand(x.shape[0], generator=generator) < 0.5  # modality 1 missing, "recovered" badly
+        recovered[lost, 1] = True
+        x[lost, 1] = torch.randn(int(lost.sum()), generator=generator)  # no information about y
+        distance = 1.0 + 0.05 * torch.rand(x.shape, generator=generator)  # typical-looking (the dist loss)
+        return x, y, distance, torch.ones_like(recovered), recovered
+
+    gate = QualityGate(2)
+    fit_gate(gate, draw)
+    gate.eval()
+    x, _, distance, available, recovered = draw(torch.Generator().manual_seed(9))
+    weights = gate(distance, available, recovered)
+    assert weights[recovered[:, 1], 1].mean() < 0.15 < 0.85 < weights[recovered[:, 1], 0].mean()
+    assert gate.offset[1] < -1.0
+    assert 0.35 < weights[~recovered[:, 1], 1].mean() < 0.65  # observed: plain fusion is kept
+    # without the offset a recovered slot is scored by its (typical) distance: the gate cannot tell
+    # it from an observed one, so both weigh the same, a compromise that also starves the observed one
+    blind = QualityGate(2, recovered_offset=False)
+    fit_gate(blind, draw)
+    blind.eval()
+    unaware = blind(distance, available, recovered)[:, 1]
+    assert abs(unaware[recovered[:, 1]].mean() - unaware[~recovered[:, 1]].mean()) < 0.05
+    assert unaware[~recovered[:, 1]].mean() < weights[~recovered[:, 1], 1].mean() - 0.1
+
+
+def test_the_gate_standardizes_by_clean_running_statistics_saved_with_it():
+    gate = QualityGate(2, init=1.0)
+    generator = torch.Generator().manual_seed(0)
+    clean = torch.ones(64, 2, dtype=torch.bool)
+    for _ in range(200):
+        gate.observe(torch.stack([2.0 + 0.1 * torch.randn(64, generator=generator),
+                                  5.0 + 1.0 * torch.randn(64, generator=generator)], 1).clamp_min(0), clean)
+    assert gate.center[0] == pytest.approx(math.log(3.0), abs=0.01) and gate.center[1] == pytest.approx(math.log(6.0), abs=0.03)
+    assert gate.spread[0] == pytest.approx(0.1 / 3.0, rel=0.1) and gate.spread[1] == pytest.approx(1.0 / 6.0, rel=0.15)
+    z = gate.score(torch.tensor([[2.0, 5.0]]))
+    assert torch.allclose(z, torch.zeros(1, 2), atol=0.3)  # a typical clean input scores ~0 on each scale
+    gate.eval()
+    frozen = gate.center.clone()
+    gate.observe(torch.full((64, 2), 50.0), clean)  # evaluation never moves the statistics
+    assert torch.equal(gate.center, frozen)
+    restored = QualityGate(2, init=1.0)
+    restored.load_state_dict(gate.state_dict())
+    assert torch.equal(restored.score(torch.tensor([[9.0, 9.0]])), gate.score(torch.tensor([[9.0, 9.0]])))
+
+
+def test_training_steps_feed_the_gate_the_clean_distance_statistics(pooled):
+    method = warmed(pooled)
+    assert bool(method.gate.observed.all()) and torch.all(method.gate.center > 0)
+    batch = complete_batch(pooled)
+    with torch.no_grad():
+        clean = torch.log1p(method.run(batch).quality.distance)
+    # the running statistics describe the clean inputs: those score ~0 on the gate's scale
+    assert torch.allclose(clean.mean(0), method.gate.center, atol=3 * method.gate.spread.max().item())
+
+
+def test_the_gate_has_its_own_learning_rate(pooled):
+    method = small_drf(pooled.spec, gate_lr_scale=10.0)
+    groups = method.param_groups(1e-3)
+    gate = [g for g in groups if any(p is method.gate.slope for p in g["params"])]
+    assert len(gate) == 1 and gate[0]["lr"] == pytest.approx(1e-2) and len(gate[0]["params"]) == 3
+    assert sum(len(g["params"]) for g in groups) == len([p for p in method.parameters() if p.requires_grad])
+    assert len(small_drf(pooled.spec, gate_lr_scale=1.0).param_groups(1e-3)) == 1
 
 
 @pytest.mark.parametrize("recovery", [False, True])
@@ -352,8 +464,9 @@ def test_a_gate_that_trusts_the_distance_moves_weight_off_a_far_modality(pooled)
         start = method(batch).extras["fusion_weights"]
         assert torch.allclose(start, torch.full((batch.size, 2), 0.5), atol=0.03)  # plain fusion at first
         method.gate.slope.fill_(2.0)
-        typical = method.run(batch, torch.ones(batch.size, 2))
-        far = method.run(batch, torch.tensor([[1.0, 30.0]]).expand(batch.size, 2))
+        clean = torch.expm1(method.gate.center)  # the distance of a typical clean input, per modality
+        typical = method.run(batch, clean.expand(batch.size, 2))
+        far = method.run(batch, torch.stack([clean[0], torch.tensor(30.0)]).expand(batch.size, 2))
     assert torch.allclose(typical.quality.weights, torch.full((batch.size, 2), 0.5))
     assert torch.all(far.quality.weights[:, 1] < 0.1)
     assert not torch.allclose(far.pred, typical.pred)
@@ -506,7 +619,9 @@ def test_drf_ablation_preset_runs_every_variant_and_the_fairness_grid_once(tmp_p
     grid = make_grid("drf-ablation", data=["synthetic:mvsa:n=60:seed=1"], seeds=[0], overrides=options)
     table = make_grid("drf-table", data=["synthetic:mvsa:n=60:seed=1"], seeds=[0], methods=["drf", "late_fusion"],
                       overrides=options)
-    assert list(grid.variants) == ["full", "w/o quality weighting", "w/o recovery", "recovery: sample loss only",
+    assert list(grid.variants) == ["full", "w/o quality weighting", "gate: raw log(1 + D), not standardized",
+                                   "gate: recovered slots scored by distance, no offset",
+                                   "gate: at the network's learning rate", "w/o recovery", "recovery: sample loss only",
                                    "recovery: distribution loss only", "trained with the missing augmentation",
                                    "trained with DRF's disruption"]
     assert grid.protocols == table.protocols and grid.protocols[0] == "none"
@@ -514,7 +629,7 @@ def test_drf_ablation_preset_runs_every_variant_and_the_fairness_grid_once(tmp_p
     jobs = grid.jobs()
     assert {job.key for job in table.jobs()} <= {job.key for job in jobs}  # each default cell is the table's run
     cells = {(job.method, job.variant): set(job.overrides) - set(options) for job in jobs}
-    assert len(cells) == 9 and all(method == "drf" for method, _ in list(cells)[:5])
+    assert len(cells) == 12 and all(method == "drf" for method, _ in list(cells)[:8])
     # the 2x2 grid: each method under each augmentation, the same options for both methods
     disrupt = {"method.train_missing=false", "method.train_disruption=disrupt"}
     missing = {"method.train_missing=true", "method.train_disruption=none"}
@@ -522,9 +637,9 @@ def test_drf_ablation_preset_runs_every_variant_and_the_fairness_grid_once(tmp_p
     assert cells["drf", "trained with the missing augmentation"] == missing
     assert cells["drf", "trained with DRF's disruption"] == cells["drf", "full"] == set()  # drf's defaults
     result = run_grid(grid, tmp_path, progress=False)
-    assert result.ran == 8 and not result.failed  # "full" and drf's disruption cell are one run
+    assert result.ran == 11 and not result.failed  # "full" and drf's disruption cell are one run
     assert set(zip(result.rows["method"], result.rows["variant"])) == set(cells)
-    assert len(result.rows) == 9 * len(grid.protocols) * 3  # cells x columns x (acc, f1, f1_macro)
+    assert len(result.rows) == 12 * len(grid.protocols) * 3  # cells x columns x (acc, f1, f1_macro)
 
 
 def test_drf_presets_add_real_low_quality_text_on_data_built_from_raw_text(tiny_real):

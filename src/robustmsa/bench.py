@@ -188,6 +188,9 @@ PRESETS = {
         protocols=None, protocols_for=_drf_protocols,  # the drf-table columns
         variants={"full": {"drf": []},
                   "w/o quality weighting": {"drf": ["method.use_quality=false"]},
+                  "gate: raw log(1 + D), not standardized": {"drf": ["method.gate_standardize=false"]},
+                  "gate: recovered slots scored by distance, no offset": {"drf": ["method.gate_recovered_offset=false"]},
+                  "gate: at the network's learning rate": {"drf": ["method.gate_lr_scale=1"]},
                   "w/o recovery": {"drf": ["method.use_recovery=false"]},
                   "recovery: sample loss only": {"drf": ["method.recovery_dist_loss=false"]},
                   "recovery: distribution loss only": {"drf": ["method.recovery_sample_loss=false"]},

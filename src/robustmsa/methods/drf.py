@@ -18,11 +18,16 @@ The design of METHODS.md with its 2026-11-29 revision, for modalities m with poo
               old margin loss: test AUROC text 0.68-0.82, image 0.75-0.99), while the input keeps
               the corruption in plain view (0.97-1.00 on MVSA v1 and real MOSI, untrained).
     fusion    the head reads sum_m w_m f_m over the available slots, w = `nn.quality.QualityGate`:
-              softmax over the available modalities of beta_m - alpha_m * log(1 + D_m), alpha_m >= 0,
-              learned by the task loss on clean and disrupted samples. It starts at plain fusion
-              (late fusion's mean) and can stay there: being atypical is not being useless, and only
-              the task loss knows how much a corrupted modality still tells. The queue distance is
-              its only quality input, and it reads it detached (the task loss never reshapes D).
+              softmax over the available modalities of beta_m - alpha_m * z_m, alpha_m >= 0, with
+              z_m = log(1 + D_m) standardized by its running mean / std over clean, present
+              training inputs (`gate_standardize`: an O(1) alpha then has an O(1) effect), and for
+              a recovered modality beta_m + gamma_m, a learned offset (`gate_recovered_offset`: a
+              text recovered from weak audio can weigh little, falling back to what is there).
+              The gate trains in its own param group at `gate_lr_scale` x the network's rate.
+              It starts at plain fusion (late fusion's mean) and can stay there: being atypical is
+              not being useless, and only the task loss knows how much a corrupted modality still
+              tells. The queue distance is its only quality input, and it reads it detached (the
+              task loss never reshapes D).
     recovery  g_m maps the present modalities (any subset S, absent ones zeroed and flagged) to
               modality m. Trained on clean samples: sample loss MSE + (1 - cos) to the true f_m
               and distribution loss MMD (multi-bandwidth RBF; option CMD) between the batch of
@@ -102,6 +107,9 @@ class DRFConfig(TrainingAugmentation):
     top_k: int = 16
     tau: float = 1.0  # reported quality q = exp(-D / tau)
     gate_init: float = 0.01  # starting |a_m| of the fusion gate: ~0, i.e. plain fusion
+    gate_standardize: bool = True  # the gate reads log(1 + D) standardized by its clean running mean / std
+    gate_recovered_offset: bool = True  # a recovered modality's logit is beta_m + a learned gamma_m, not its distance's
+    gate_lr_scale: float = 10.0  # the gate's learning rate, in units of train.lr (its own param group)
     margin: float = 1.0  # ranking loss: clean D below corrupted D by this much (a typical D is ~1)
     w_quality: float = 1.0  # weight of the ranking loss (it trains the scorer's direction weights only)
     # recovery
@@ -126,6 +134,8 @@ class DRFConfig(TrainingAugmentation):
             raise ValueError(f"drf: quality_space {self.quality_space!r} not one of input, feature")
         if self.recovery_distance not in ("mmd", "cmd"):
             raise ValueError(f"drf: recovery_distance {self.recovery_distance!r} not one of mmd, cmd")
+        if self.gate_lr_scale <= 0:
+            raise ValueError(f"drf: gate_lr_scale must be > 0, got {self.gate_lr_scale}")
         if self.tau <= 0:
             raise ValueError(f"drf: tau must be > 0, got {self.tau}")
         if self.use_recovery and not (self.recovery_sample_loss or self.recovery_dist_loss):
@@ -180,7 +190,8 @@ class DRF(Method):
             self.input_queues = nn.ModuleDict({m.name: FeatureQueue(m.dim, cfg.queue_size, cfg.shrinkage, cfg.queue_min)
                                                for m in spec.modalities if m.name in self.input_scored})
         if cfg.use_quality:
-            self.gate = QualityGate(len(names), cfg.gate_init)
+            self.gate = QualityGate(len(names), cfg.gate_init, cfg.gate_standardize,
+                                    recovered_offset=cfg.gate_recovered_offset and self.recovers)
         if cfg.quality_measure == "mahalanobis":
             self.emphasis = DirectionWeights(dims)  # the quality scorer's own parameters
         if self.recovers:
@@ -208,7 +219,8 @@ class DRF(Method):
         available = slots.present | slots.recovered
         if distance is None:
             distance = self.distances(batch, slots)
-        weights = self.gate(distance.detach(), available) if self.cfg.use_quality else uniform_weights(available)
+        weights = (self.gate(distance.detach(), available, slots.recovered) if self.cfg.use_quality
+                   else uniform_weights(available))
         slots.quality = Quality.of(distance, available, self.cfg.tau, weights)
         slots.pred = self.fuse(slots.features, weights)
         return slots
@@ -297,6 +309,9 @@ class DRF(Method):
         _, _, clean = self.encoders(batch)  # the clean pass: recovery inputs and targets
         with as_at_test_time(self):  # the scale of test time: queue entries, the gate's distances
             _, _, plain = self.encoders(batch)
+        if self.training and cfg.use_quality:
+            self._observe_clean(batch, plain)
+        with as_at_test_time(self):
             slots = self.slots(augmented)
             distance = self.distances(augmented, slots)
         view = self.run(augmented, distance)
@@ -310,6 +325,26 @@ class DRF(Method):
             self._pending = {m: plain[m][batch.present[:, j]] for j, m in enumerate(self.modalities)}
         return {"loss": total, "task": task, "quality_ranking": ranking,
                 "recovery_sample": sample, "recovery_dist": distribution}
+
+    def _observe_clean(self, batch: Batch, plain: dict[str, Tensor]) -> None:
+        """Feed the gate's running statistics the distances of the clean, present inputs (`plain`:
+        their no-dropout features; while a feature queue is still filling they score 0 and are left out)."""
+        with torch.no_grad():
+            scored = self.scored(batch, plain)
+            distance = torch.stack([self.distance(j, scored[m]) for j, m in enumerate(self.modalities)], dim=1)
+        self.gate.observe(distance, batch.present & (distance > 0))
+
+    def param_groups(self, lr: float) -> list[dict]:
+        """The shared groups, with the gate in its own at `gate_lr_scale` * lr: a handful of scalars
+        that the task loss reaches only through the weights of a convex combination, so at the
+        network's rate they hardly move within a run."""
+        groups = super().param_groups(lr)
+        if not hasattr(self, "gate") or self.cfg.gate_lr_scale == 1.0:
+            return groups
+        gate = list(self.gate.parameters())
+        ids = {id(p) for p in gate}
+        groups[0]["params"] = [p for p in groups[0]["params"] if id(p) not in ids]
+        return [*groups, {"params": gate, "lr": lr * self.cfg.gate_lr_scale}]
 
     def after_step(self) -> None:
         """Enqueue the last training step's clean, present features (never in eval mode)."""

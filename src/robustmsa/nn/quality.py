@@ -10,8 +10,9 @@ features can train to look where corruption shows, without ever moving the featu
 Being atypical is not the same as being useless: a modality with half its elements zeroed can
 still tell more than a clean weak one. So the fusion weights are not a fixed function of D but a
 learned, monotone one (`QualityGate`): softmax over the modalities a sample has of
-beta_m - alpha_m * log(1 + D_m), alpha_m >= 0. It starts at plain fusion (alpha ~ 0, beta = 0) and
-the task loss decides how far to trust the distance; it can always fall back to plain fusion.
+beta_m - alpha_m * z_m, alpha_m >= 0, z_m = log(1 + D_m) on the scale of clean inputs, with a
+learned offset instead for a recovered modality. It starts at plain fusion (alpha ~ 0, beta = 0)
+and the task loss decides how far to trust the distance; it can always fall back to plain fusion.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from robustmsa.nn.encoders import masked_mean
 from robustmsa.nn.queue import FeatureQueue
 
 QUALITY_MEASURES = ("mahalanobis", "cosine")
+SPREAD_FLOOR = 0.01  # least std of clean log(1 + D) the gate divides by (a constant column is not infinitely informative)
 
 
 def modality_distance(queue: FeatureQueue, features: Tensor, measure: str = "mahalanobis", top_k: int = 16,
@@ -94,29 +96,75 @@ def uniform_weights(available: Tensor, dtype: torch.dtype = torch.float32) -> Te
 
 class QualityGate(nn.Module):
     """Fusion weights as a learned monotone function of the queue distances:
-    w = softmax over available m of (beta_m - alpha_m * log(1 + D_m)).
+    w = softmax over available m of (beta_m - alpha_m * z_m), z_m = (log(1 + D_m) - c_m) / s_m,
+    and for a recovered modality (no input of its own to score) beta_m + gamma_m instead.
 
     alpha_m = |a_m| >= 0, so more distance never means more weight, and its gradient never
-    vanishes (a square or a ReLU would stall at 0). a_m starts at `init` (small) and beta_m at 0:
-    training starts at plain fusion and learns how far each modality's distance is worth trusting.
-    log(1 + D) keeps a heavily corrupted feature (D in the tens) on the same scale as a typical one.
+    vanishes (a square or a ReLU would stall at 0). a_m starts at `init` (small), beta_m and gamma_m
+    at 0: training starts at plain fusion and learns how far each modality's distance is worth
+    trusting. log(1 + D) keeps a heavily corrupted input (D in the tens) on the scale of a typical one.
+
+    Why standardize (`standardize`): on clean data log(1 + D) sits near log 2 with a spread of a few
+    hundredths, so a corrupted input is many spreads away but only ~1 unit of log(1 + D) away; with
+    raw log(1 + D) an alpha of order 1 barely moves the weights and the task loss' gradient on alpha
+    is tiny (the previous gate stayed at alpha <= 0.07). With c_m, s_m the running mean and std of
+    log(1 + D_m) over clean, present training inputs (`observe`, buffers saved with the model), z_m
+    is ~N(0, 1) on clean data and an O(1) alpha has an O(1) effect.
+
+    Why gamma (`recovered_offset`): a recovered modality is g_m of the others; how much it adds
+    depends on how well its sources predict m, which its distance to the clean features does not
+    measure (the distribution loss pulls it to look typical). gamma_m learns it from the task: a
+    text recovered from near-chance audio can weigh little, and fusion falls back to what is there.
 
     >>> gate = QualityGate(2, init=0.0)
     >>> gate(torch.tensor([[1.0, 50.0]]), torch.tensor([[True, True]])).tolist()
     [[0.5, 0.5]]
     """
 
-    def __init__(self, modalities: int, init: float = 0.01):
+    def __init__(self, modalities: int, init: float = 0.01, standardize: bool = True,
+                 recovered_offset: bool = True, momentum: float = 0.05):
         super().__init__()
+        self.standardize, self.recovered_offset, self.momentum = standardize, recovered_offset, momentum
         self.slope = nn.Parameter(torch.full((modalities,), float(init)))  # a_m; alpha_m = |a_m|
         self.bias = nn.Parameter(torch.zeros(modalities))  # beta_m
+        if recovered_offset:
+            self.offset = nn.Parameter(torch.zeros(modalities))  # gamma_m
+        self.register_buffer("center", torch.zeros(modalities))  # c_m
+        self.register_buffer("spread", torch.ones(modalities))  # s_m
+        self.register_buffer("observed", torch.zeros(modalities, dtype=torch.bool))
 
     @property
     def alpha(self) -> Tensor:
         return self.slope.abs()
 
-    def forward(self, distance: Tensor, available: Tensor) -> Tensor:
-        return fusion_weights(self.bias - self.alpha * torch.log1p(distance), available)
+    @torch.no_grad()
+    def observe(self, distance: Tensor, clean: Tensor) -> None:
+        """Update c_m, s_m (running mean and std of log(1 + D_m)) from the entries of `distance`
+        (B, M) flagged in `clean` (B, M): clean, present, scored inputs. Training mode only."""
+        if not (self.training and self.standardize):
+            return
+        values = torch.log1p(distance.detach())
+        for m in range(values.shape[1]):
+            column = values[clean[:, m], m]
+            if column.numel() < 2:
+                continue
+            mean, std = column.mean(), column.std().clamp_min(SPREAD_FLOOR)
+            if not bool(self.observed[m]):  # the first batch sets the scale; later ones refine it
+                self.center[m], self.spread[m], self.observed[m] = mean, std, True
+            else:
+                self.center[m].lerp_(mean, self.momentum)
+                self.spread[m].lerp_(std, self.momentum)
+
+    def score(self, distance: Tensor) -> Tensor:
+        """z: log(1 + D), standardized by the clean running statistics where enabled: (B, M)."""
+        value = torch.log1p(distance)
+        return (value - self.center) / self.spread if self.standardize else value
+
+    def forward(self, distance: Tensor, available: Tensor, recovered: Tensor | None = None) -> Tensor:
+        logits = self.bias - self.alpha * self.score(distance)
+        if recovered is not None and self.recovered_offset:
+            logits = torch.where(recovered, self.bias + self.offset, logits)
+        return fusion_weights(logits, available)
 
 
 @dataclass
