@@ -184,3 +184,38 @@ def test_a_rejected_config_leaves_no_run_folder(dataset, tmp_path):
     with pytest.raises(Exception):
         Trainer(tmp_path / "runs", verbose=False).fit(run, dataset, seed=0)
     assert not (tmp_path / "runs").exists()
+
+
+def test_linear_schedule_warms_up_then_decays_every_group(dataset, tmp_path):
+    run = run_config("late_fusion", "train.lr_schedule=linear", "train.warmup=0.2", "train.lr=0.01")
+    result = Trainer(tmp_path, verbose=False).fit(run, dataset, seed=0)
+    log = [json.loads(line) for line in (result.path / "log.jsonl").read_text().splitlines()]
+    ends = [r["lr_end"][0] for r in log]
+    assert len(log) == 6 and max(ends) <= 0.01 + 1e-12
+    assert ends[0] < 0.01 * 0.8 and ends[1] > ends[0]  # still warming up at the end of epoch 1 (warmup = 1.2 epochs)
+    assert all(a > b for a, b in zip(ends[1:], ends[2:]))  # then it only decays
+    assert 0 < ends[-1] < 0.01 * 0.2  # the last step still trains, at a small rate
+    constant = Trainer(tmp_path / "c", verbose=False).fit(run_config("late_fusion", "train.lr=0.01"), dataset, seed=0)
+    assert all(json.loads(line)["lr_end"] == [0.01] for line in (constant.path / "log.jsonl").read_text().splitlines())
+
+
+def test_resume_within_a_linear_schedule_gives_identical_weights(dataset, tmp_path, monkeypatch):
+    run = run_config("late_fusion", "train.lr_schedule=linear", "train.epochs=4")
+    reference = Trainer(tmp_path / "ref", verbose=False).fit(run, dataset, seed=0)
+    original = Trainer._train_epoch
+    calls = {"n": 0}
+
+    def crash_on_third_epoch(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("simulated kill")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "_train_epoch", crash_on_third_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(tmp_path / "resumed", verbose=False).fit(run, dataset, seed=0)
+    monkeypatch.setattr(Trainer, "_train_epoch", original)
+    resumed = Trainer(tmp_path / "resumed", verbose=False).fit(run, dataset, seed=0)
+    assert resumed.resumed
+    w_ref, w_res = load_weights(reference.path / "model.safetensors"), load_weights(resumed.path / "model.safetensors")
+    assert all(torch.equal(w_ref[k], w_res[k]) for k in w_ref)
