@@ -151,8 +151,10 @@ MOSI_REAL_BERT = "data/mosi_real_bert.pkl"
 # end to end at its own rate, warmed up then decayed linearly to zero, smaller batches. Selection
 # and the training-time missing augmentation stay the defaults, as in the frozen rows. Epochs are
 # few because a fine-tuned epoch costs 45 (late_fusion) to 130 (drf) CPU-seconds on one core and
-# the grid must finish on two shared cores; SSLMM's pre-training phase gets the same count.
-FINETUNE_EPOCHS = 2
+# the grid must finish on two shared cores; SSLMM's pre-training phase gets the same count. One
+# epoch, warmed up and decayed within it, is the budget the issue-15 table was measured at; raise
+# it where more CPU (or a GPU) is at hand.
+FINETUNE_EPOCHS = 1
 FINETUNE_METHODS = ["late_fusion", "fsrf", "drf", "sslmm"]
 FINETUNE_OVERRIDES = ["method.text_encoder=finetune", "method.text_lr=5e-5", "train.batch_size=32",
                       f"train.epochs={FINETUNE_EPOCHS}", "train.lr_schedule=linear"]
