@@ -307,3 +307,33 @@ def test_ray_backend_gives_the_same_numbers_as_serial(tmp_path):
     key = ["method", "seed", "protocol", "param", "metric"]
     a, b = serial.sort_values(key).reset_index(drop=True), on_ray.rows.sort_values(key).reset_index(drop=True)
     np.testing.assert_allclose(a["value"], b["value"], atol=1e-6)
+
+
+def test_finetune_preset_puts_finetuned_rows_next_to_the_frozen_ones(tmp_path, tiny_bert, one_torch_thread):
+    from robustmsa.config import RunConfig, apply_overrides
+    from robustmsa.data.synthetic import write_synthetic
+    from robustmsa.methods.base import method_class
+    from robustmsa.training.checkpoint import load_weights
+
+    data = str(write_synthetic("mosi", tmp_path / "mosi.pkl", n=60, seed=0))  # carries text_bert
+    plain = make_grid("mosi-real-finetune", data=[data])
+    assert plain.methods == ["late_fusion", "fsrf", "drf", "sslmm"] and len(plain.jobs()) == 4 * 2 * 3
+    assert plain.protocols[:7] == ["none", *[f"modality:{r}" for r in ("0", "0.1", "0.2", "0.3", "0.4", "0.5")]]
+    assert "subset:l,a" in plain.protocols and not any(p.startswith("textnoise") for p in plain.protocols)
+
+    def resolved(job):
+        return apply_overrides(RunConfig(job.method), list(job.overrides), method_class(job.method).config_class).hash("x")
+
+    frozen = {resolved(j) for j in plain.jobs() if j.variant == "frozen vectors"}
+    assert frozen == {resolved(j) for j in make_grid("mosi-real", data=[data], methods=plain.methods).jobs()}
+
+    grid = make_grid("mosi-real-finetune", data=[data], methods=["late_fusion"], seeds=[0],
+                     overrides=["method.d=16", f"method.text_model={tiny_bert}"])
+    result = run_grid(grid, tmp_path / "out", progress=False)
+    assert not result.failed
+    text, _ = bench_report(result.rows, grid, tmp_path / "out")
+    assert "| frozen vectors |" in text and "| fine-tuned text |" in text  # one method: rows are the variants
+    tuned = result.rows[result.rows["variant"] == "fine-tuned text"]["checkpoint"].iloc[0]
+    config = json.loads((Path(tuned) / "config.json").read_text())["run"]
+    assert config["method_options"]["text_encoder"] == "finetune" and config["train"]["lr_schedule"] == "linear"
+    assert any(".text_branch.model." in k for k in load_weights(Path(tuned) / "model.safetensors"))

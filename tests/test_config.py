@@ -31,6 +31,8 @@ def test_sections_and_bare_keys_are_typed():
         ("labeled_ratio=0", r"data.labeled_ratio must be in \(0, 1\], got 0.0"),
         ("train.epochs=0", r"train.epochs must be >= 1, got 0"),
         ("epochs", r"override 'epochs': expected key=value"),
+        ("train.lr_schedule=cosine", r"train.lr_schedule must be one of constant, linear, got 'cosine'"),
+        ("train.warmup=1", r"train.warmup must be in \[0, 1\), got 1.0"),
     ],
 )
 def test_bad_overrides_are_one_line_errors(override, message):
@@ -57,3 +59,15 @@ def test_a_size_may_declare_its_own_floor():
     assert apply("method.rampup_steps=0", method="sslmm").method_options["rampup_steps"] == 0
     with pytest.raises(ConfigError, match="method.rampup_steps must be >= 0"):
         apply("method.rampup_steps=-1", method="sslmm")
+
+
+def test_a_late_option_at_its_default_keeps_the_runs_made_before_it():
+    """lr_schedule / warmup came after runs were cached: at their defaults the run folder and the
+    bench job key are those recorded before the options existed; set, they are a new run."""
+    from robustmsa.bench import Job
+
+    assert RunConfig("late_fusion").hash("x") == "59480f2cd3c9"  # recorded before lr_schedule existed
+    assert Job("late_fusion", "synthetic:mosi", "", (), 0, ("none",)).key == "066fb47c2f410a59"
+    linear = apply("train.lr_schedule=linear")
+    assert linear.hash("x") != "59480f2cd3c9" and apply("train.warmup=0.2").hash("x") != "59480f2cd3c9"
+    assert RunConfig.from_dict(linear.to_dict()).train.lr_schedule == "linear"

@@ -63,8 +63,9 @@ def test_early_stopping_stops(dataset, tmp_path):
     assert result.epochs_run < 50
 
 
-def test_resume_after_interruption_gives_identical_weights(dataset, tmp_path, monkeypatch):
-    run = run_config("misa")
+@pytest.mark.parametrize("method, options", [("misa", ()), ("late_fusion", ("train.lr_schedule=linear",))])
+def test_resume_after_interruption_gives_identical_weights(dataset, tmp_path, monkeypatch, method, options):
+    run = run_config(method, *options)  # a linear schedule resumes at its step: nothing saved for it
     reference = Trainer(tmp_path / "ref", verbose=False).fit(run, dataset, seed=0)
 
     calls = {"n": 0}
@@ -184,3 +185,16 @@ def test_a_rejected_config_leaves_no_run_folder(dataset, tmp_path):
     with pytest.raises(Exception):
         Trainer(tmp_path / "runs", verbose=False).fit(run, dataset, seed=0)
     assert not (tmp_path / "runs").exists()
+
+
+def test_linear_schedule_warms_up_then_decays_every_group(dataset, tmp_path):
+    run = run_config("late_fusion", "train.lr_schedule=linear", "train.warmup=0.2", "train.lr=0.01")
+    result = Trainer(tmp_path, verbose=False).fit(run, dataset, seed=0)
+    log = [json.loads(line) for line in (result.path / "log.jsonl").read_text().splitlines()]
+    ends = [r["lr_end"][0] for r in log]
+    assert len(log) == 6 and max(ends) <= 0.01 + 1e-12
+    assert ends[0] < 0.01 * 0.8 and ends[1] > ends[0]  # still warming up at the end of epoch 1 (warmup = 1.2 epochs)
+    assert all(a > b for a, b in zip(ends[1:], ends[2:]))  # then it only decays
+    assert 0 < ends[-1] < 0.01 * 0.2  # the last step still trains, at a small rate
+    constant = Trainer(tmp_path / "c", verbose=False).fit(run_config("late_fusion", "train.lr=0.01"), dataset, seed=0)
+    assert all(json.loads(line)["lr_end"] == [0.01] for line in (constant.path / "log.jsonl").read_text().splitlines())

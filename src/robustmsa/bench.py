@@ -67,7 +67,7 @@ def _defaults() -> list:
     from robustmsa.config import DataConfig, TrainConfig
     from robustmsa.data.synthetic import DEFAULT_VERSION
 
-    return [asdict(TrainConfig()), asdict(DataConfig()), DEFAULT_VERSION]
+    return [TrainConfig().to_dict(), asdict(DataConfig()), DEFAULT_VERSION]
 
 
 @dataclass
@@ -138,6 +138,32 @@ def _mosi_real_protocols(data: str) -> list[str]:
     return ["none", *[f"modality:{r}" for r in MODALITY_RATES[:6]],
             *_subset_protocols(_modalities_of(data))[:-1], *textnoise]
 
+
+def _mosi_real_finetune_protocols(data: str) -> list[str]:
+    """The `mosi-real` columns without textnoise: textnoise re-encodes degraded transcripts into
+    text vectors, which a fine-tuned branch never reads (it reads the word pieces), so those
+    columns would show the fine-tuned rows as immune to noise they were never given."""
+    return ["none", *[f"modality:{r}" for r in MODALITY_RATES[:6]], *_subset_protocols(_modalities_of(data))[:-1]]
+
+
+MOSI_REAL_BERT = "data/mosi_real_bert.pkl"
+# The fine-tuning recipe of the `mosi-real-finetune` rows (issue 15): the packaged MiniLM trained
+# end to end at its own rate, warmed up then decayed linearly to zero, smaller batches. Selection
+# and the training-time missing augmentation stay the defaults, as in the frozen rows. Epochs are
+# few because a fine-tuned epoch costs 45 (late_fusion) to 130 (drf) CPU-seconds on one core and
+# the grid must finish on two shared cores; SSLMM's pre-training phase gets the same count. One
+# epoch, warmed up and decayed within it, is the budget the issue-15 table was measured at; raise
+# it where more CPU (or a GPU) is at hand.
+FINETUNE_EPOCHS = 1
+FINETUNE_METHODS = ["late_fusion", "fsrf", "drf", "sslmm"]
+FINETUNE_OVERRIDES = ["method.text_encoder=finetune", "method.text_lr=5e-5", "train.batch_size=32",
+                      f"train.epochs={FINETUNE_EPOCHS}", "train.lr_schedule=linear"]
+
+
+def _finetune_variant(methods: list[str]) -> dict[str, list[str]]:
+    """Per method: the recipe, and for SSLMM its pre-training cut to the same epochs."""
+    return {m: FINETUNE_OVERRIDES + ([f"method.pretrain_epochs={FINETUNE_EPOCHS}"] if m == "sslmm" else [])
+            for m in methods}
 
 DEMO_METHODS = ["late_fusion", "mean_impute", "fsrf", "drf", "sslmm"]
 DEMO_N, DEMO_EPOCHS = 733, 10  # samples (MOSI has 2199) and epochs of the quick demo
@@ -233,6 +259,17 @@ PRESETS = {
     "mosi-real": dict(
         methods=None, datasets=list(MOSI_REAL_BUILDS), protocols=None, protocols_for=_mosi_real_protocols,
         metrics={"mosi": ["acc2_non0", "f1_non0", "mae", "corr"]}, build=MOSI_REAL_BUILDS,
+    ),
+    # The same standard-fold rows with the text branch fine-tuned end to end (issue 15), one table
+    # whose rows are "method [frozen vectors]" and "method [fine-tuned text]", both on the build
+    # that carries the word pieces (its text vectors are those of data/mosi_real.pkl).
+    "mosi-real-finetune": dict(
+        methods=FINETUNE_METHODS, datasets=[MOSI_REAL_BERT], protocols=None,
+        protocols_for=_mosi_real_finetune_protocols,
+        variants={"frozen vectors": [], "fine-tuned text": _finetune_variant(FINETUNE_METHODS)}, variant_rows=True,
+        metrics={"mosi": ["acc2_non0", "f1_non0", "mae", "corr"]},
+        build={MOSI_REAL_BERT: "robustmsa data build mosi-real --source ../shared/data/mosi "
+                               f"--out {MOSI_REAL_BERT} --text-bert"},
     ),
     # `robustmsa demo`: the story in two minutes on two cores, on a third of MOSI's size and fewer
     # epochs; `demo-full` is the same grid at full size (the issue-16 note compares the two tables).

@@ -20,6 +20,7 @@ class ConfigError(ValueError):
 
 
 SELECT_RULES = ("mixed", "complete", "missing")
+LR_SCHEDULES = ("constant", "linear")  # training/schedule.py implements them
 
 
 @dataclass
@@ -42,6 +43,20 @@ class TrainConfig:
     # many optimizer steps as a full-data epoch (a baseline is not under-trained next to SSL)
     equal_budget: bool = True
     num_threads: int = 0  # torch intra-op threads; 0 keeps torch's default
+    # Per-phase learning-rate schedule of every parameter group (training/schedule.py): "constant",
+    # or "linear" = warmup over the first `warmup` fraction of the phase's steps, then linear decay
+    # to zero at its last epoch (the usual recipe for fine-tuning a pretrained text encoder).
+    lr_schedule: str = "constant"
+    warmup: float = 0.1
+
+    # Options added after runs were cached: hashed only when set to something else than their
+    # default, so the folders and bench rows of runs made before they existed stay valid.
+    LATE_OPTIONS: typing.ClassVar[dict[str, Any]] = {"lr_schedule": "constant", "warmup": 0.1}
+
+    def to_dict(self) -> dict:
+        """The options as saved and hashed (late options at their default left out)."""
+        values = asdict(self)
+        return {k: v for k, v in values.items() if k not in self.LATE_OPTIONS or v != self.LATE_OPTIONS[k]}
 
     def validate(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size"):
@@ -51,6 +66,10 @@ class TrainConfig:
             raise ConfigError(f"train.lr must be > 0, got {self.lr}")
         if self.patience < 1:
             raise ConfigError(f"train.patience must be >= 1, got {self.patience}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f"train.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        if not 0.0 <= self.warmup < 1.0:
+            raise ConfigError(f"train.warmup must be in [0, 1), got {self.warmup}")
         if self.select_on not in SELECT_RULES:
             raise ConfigError(f"train.select_on must be one of {', '.join(SELECT_RULES)}, got {self.select_on!r}")
         from robustmsa.missing import Protocol  # here: missing.py imports torch
@@ -90,7 +109,7 @@ class RunConfig:
         return {
             "method": self.method,
             "method_options": dict(sorted(self.method_options.items())),
-            "train": asdict(self.train),
+            "train": self.train.to_dict(),
             "data": asdict(self.data),
         }
 

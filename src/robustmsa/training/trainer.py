@@ -38,6 +38,7 @@ from robustmsa.training.checkpoint import (
 )
 from robustmsa.training.collapse import collapse_reason
 from robustmsa.training.lock import claim_folder
+from robustmsa.training.schedule import lr_factor, set_lr
 from robustmsa.training.selection import Selection
 from robustmsa.training.streams import PairedStreams
 
@@ -158,13 +159,16 @@ class Trainer:
         if progress.epoch > 0:  # resumed within this phase: its optimizer moments travel too
             self._restore_optimizer(folder, optimizer)
         optimizer = fabric.setup_optimizers(optimizer)
+        steps = epoch_steps(data, rows, cfg.batch_size)
         ran = 0
         for epoch in range(progress.epoch, epochs):
             if phase.select and progress.bad_epochs >= cfg.patience:  # (also when resumed right there)
                 break
+            schedule = (cfg.lr_schedule, epoch * steps, epochs * steps, cfg.warmup)
             terms = self._train_epoch(fabric, model, method, optimizer, data, rows, cfg, seed, progress.phase_index, epoch,
-                                      phase.name)
-            record = {"phase": phase.name, "epoch": epoch + 1, "lr": lr, "train": terms}
+                                      phase.name, schedule)
+            record = {"phase": phase.name, "epoch": epoch + 1, "lr": lr, "train": terms,
+                      "lr_end": [group["lr"] for group in optimizer.param_groups]}  # per group, after the schedule
             ran += 1
             if phase.select:
                 score, selected = self._score_served(method, valid, cfg, fabric.device)
@@ -185,14 +189,16 @@ class Trainer:
         return ran
 
     def _train_epoch(self, fabric, model, method, optimizer, data, rows, cfg, seed, phase_index, epoch,
-                     phase_name) -> dict[str, float]:
+                     phase_name, schedule: tuple[str, int, int, float]) -> dict[str, float]:
+        """One pass; `schedule` = (kind, steps before this epoch, steps in the phase, warmup)."""
+        kind, first_step, total_steps, warmup = schedule
         model.train()
         shuffle = torch.Generator().manual_seed(hash_seed(seed, phase_index, epoch))
         sums: dict[str, float] = {}
         steps = 0
         bar = tqdm(
             data.batches(cfg.batch_size, generator=shuffle, rows=rows),
-            total=data.steps(cfg.batch_size) if isinstance(data, PairedStreams) else math.ceil(rows / cfg.batch_size),
+            total=epoch_steps(data, rows, cfg.batch_size),
             desc=f"{method.name} {phase_name} {epoch + 1}",
             leave=False,
             disable=None if self.verbose else True,
@@ -203,6 +209,7 @@ class Trainer:
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"{method.name}: loss became {loss.item()} in phase {phase_name} epoch {epoch + 1}")
             optimizer.zero_grad(set_to_none=True)
+            set_lr(optimizer, lr_factor(kind, first_step + steps, total_steps, warmup))
             fabric.backward(loss)
             if cfg.grad_clip > 0:
                 fabric.clip_gradients(model, optimizer, max_norm=cfg.grad_clip, error_if_nonfinite=False)
@@ -367,6 +374,11 @@ def _step_loss(model, batch, phase_name: str, device) -> dict:
         labeled, unlabeled = batch
         return model.loss(labeled.to(device), phase_name, unlabeled=unlabeled.to(device))
     return model.loss(batch.to(device), phase_name)
+
+
+def epoch_steps(data: SplitTensors | PairedStreams, rows: int, batch_size: int) -> int:
+    """Optimizer steps in one epoch of `data` drawing `rows` rows."""
+    return data.steps(batch_size) if isinstance(data, PairedStreams) else math.ceil(rows / batch_size)
 
 
 def epoch_rows(run: RunConfig, rows: int, full_rows: int) -> int:
