@@ -158,6 +158,7 @@ class Trainer:
         if progress.epoch > 0:  # resumed within this phase: its optimizer moments travel too
             self._restore_optimizer(folder, optimizer)
         optimizer = fabric.setup_optimizers(optimizer)
+        method.begin_phase(phase, phase_steps(data, rows, cfg.batch_size))
         ran = 0
         for epoch in range(progress.epoch, epochs):
             if phase.select and progress.bad_epochs >= cfg.patience:  # (also when resumed right there)
@@ -192,7 +193,7 @@ class Trainer:
         steps = 0
         bar = tqdm(
             data.batches(cfg.batch_size, generator=shuffle, rows=rows),
-            total=data.steps(cfg.batch_size) if isinstance(data, PairedStreams) else math.ceil(rows / cfg.batch_size),
+            total=phase_steps(data, rows, cfg.batch_size),
             desc=f"{method.name} {phase_name} {epoch + 1}",
             leave=False,
             disable=None if self.verbose else True,
@@ -359,6 +360,11 @@ def phase_data(phase: Phase, train_all: SplitTensors, train_labeled: SplitTensor
     if phase.unlabeled_k > 0:
         return PairedStreams(train_labeled, train_all, phase.unlabeled_k)
     return train_all if phase.uses_unlabeled else train_labeled
+
+
+def phase_steps(data: SplitTensors | PairedStreams, rows: int, batch_size: int) -> int:
+    """Optimizer steps of one epoch of a phase."""
+    return data.steps(batch_size) if isinstance(data, PairedStreams) else math.ceil(rows / batch_size)
 
 
 def _step_loss(model, batch, phase_name: str, device) -> dict:
