@@ -489,15 +489,15 @@ def training_missing_view(
     """
     complete = _complete_rows(batch.present, complete_fraction, generator)
     dropped = random_modality_dropout(batch.present, generator, complete_fraction=0.0)
-    view = batch.with_present(torch.where(complete[:, None], batch.present, dropped))
+    present = torch.where(complete[:, None], batch.present, dropped) & batch.present
     if frame_drop_max <= 0:
-        return view
-    frame_mask, features = {}, {}
-    for m in view.modalities:
-        keep = random_frame_dropout(view.frame_mask[m], frame_drop_max, generator)
-        frame_mask[m] = torch.where(complete.view(-1, *([1] * (keep.dim() - 1))), view.frame_mask[m], keep)
-        features[m] = view.features[m] * frame_mask[m].unsqueeze(-1).to(view.features[m].dtype)
-    return replace(view, features=features, frame_mask=frame_mask)
+        return batch.with_present(present)
+    frame_mask = {}
+    for j, m in enumerate(batch.modalities):
+        surviving = batch.frame_mask[m] & present[:, j, None]
+        keep = random_frame_dropout(surviving, frame_drop_max, generator)
+        frame_mask[m] = torch.where(complete.view(-1, *([1] * (keep.dim() - 1))), surviving, keep)
+    return batch.with_present(present, frame_mask)  # one pass over the features, not two
 
 
 @dataclass

@@ -74,15 +74,21 @@ class Batch:
 
         return Batch(**{f.name: move(getattr(self, f.name)) for f in fields(self)})
 
-    def with_present(self, present: Tensor) -> Batch:
+    def with_present(self, present: Tensor, frame_mask: dict[str, Tensor] | None = None) -> Batch:
         """A view where modalities absent in `present` are zeroed and masked (used by training-time
-        missing augmentation; frame masks of removed modalities become all False)."""
+        missing augmentation; frame masks of removed modalities become all False). `frame_mask`
+        (subsets of this batch's frame masks) also drops frames, in the same single pass over the
+        features: on MOSI-sized batches each pass is a copy of ~13 MB, a tenth of a training step."""
         present = present & self.present
-        features, frame_mask = {}, {}
+        frame_mask = self.frame_mask if frame_mask is None else frame_mask
+        features, masks = {}, {}
         for j, m in enumerate(self.modalities):
-            keep = present[:, j]
-            features[m] = self.features[m] * keep[:, None, None]
-            frame_mask[m] = self.frame_mask[m] & keep[:, None]
+            masks[m] = frame_mask[m] & present[:, j, None]
+            if frame_mask is self.frame_mask:
+                features[m] = self.features[m] * present[:, j, None, None]
+            else:
+                features[m] = self.features[m] * masks[m].unsqueeze(-1).to(self.features[m].dtype)
+        frame_mask = masks
         text_bert = self.text_bert
         if text_bert is not None and "text" in self.modalities:
             text_bert = mask_tokens(text_bert, present[:, self.modalities.index("text"), None])

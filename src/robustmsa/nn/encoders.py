@@ -104,18 +104,31 @@ class SequenceEncoder(nn.Module):
         """Returns (states (B, L', d), mask (B, L'), pooled (B, d))."""
         if self.downsample > 1:  # masks as it averages: masking here first would be a second pass
             x, mask = masked_downsample(x, mask, self.downsample)
-        else:
-            x = x * mask.unsqueeze(-1)
-        x = self.norm_in(x)
         if self.kind == "pool":
-            h = self.frame(x)
-        else:
-            h = self.frame(x.transpose(1, 2)).transpose(1, 2)
+            return self._pool_valid_frames(x, mask)
+        if self.downsample <= 1:
+            x = x * mask.unsqueeze(-1)
+        h = self.frame(self.norm_in(x).transpose(1, 2)).transpose(1, 2)
         h = h * mask.unsqueeze(-1)
         if self.kind == "transformer":
             h = self.transformer(self.positions(h), src_key_padding_mask=safe_padding_mask(mask))
         h = self.out_norm(h) * mask.unsqueeze(-1)
         return h, mask, masked_mean(h, mask)
+
+    def _pool_valid_frames(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The frame-wise network on the valid frames only, scattered back into a zero (B, L, d).
+
+        A frame-wise network computes nothing for padding that survives its masks, and about two
+        thirds of MOSI's frames are padding, so packing the valid ones removes two thirds of the
+        encoder's work. Each valid frame goes through the same per-row operations as before, so
+        states, pooled vectors and predictions in eval mode are those of the padded computation;
+        in training, dropout draws one mask per valid frame instead of one per frame."""
+        b, length, _ = x.shape
+        where = mask.reshape(-1).nonzero().squeeze(1)
+        frames = x.reshape(b * length, -1).index_select(0, where)
+        h = self.out_norm(self.frame(self.norm_in(frames)))
+        states = h.new_zeros(b * length, h.shape[-1]).index_copy(0, where, h).view(b, length, -1)
+        return states, mask, masked_mean(states, mask)
 
 
 def mlp(in_dim: int, hidden: int, out_dim: int, dropout: float = 0.1) -> nn.Sequential:
