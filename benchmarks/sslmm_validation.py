@@ -46,7 +46,7 @@ def main() -> None:
     print("| candidate | selection score | valid acc2_non0 / acc2 / acc | epoch | served |")
     print("|---|---|---|---|---|")
     for label, options in map(_parse_candidate, args.candidate):
-        overrides = [f"data.labeled_ratio={args.ratio}", f"train.num_threads={args.threads}", *args.overrides, *options]
+        overrides = [f"data.labeled_ratio={args.ratio}", *args.overrides, *options]  # threads: as the bench sets them
         run = apply_overrides(RunConfig("sslmm"), overrides, method_class("sslmm").config_class)
         scores, accs, epochs, served = [], [], [], []
         for seed in seeds:
