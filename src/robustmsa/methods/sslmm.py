@@ -50,6 +50,12 @@ Choices METHODS.md leaves open (each is a config option or stated here):
     range. Consistency is confidence-weighted MSE (regression) or KL (classification).
   * Fine-tuning uses the unlabeled samples when consistency or reconstruction is on; with both
     off it is a supervised graph model on the labeled part.
+  * Options tried for label-scarce runs (issue 14), off by default because no candidate was ahead
+    on validation on both real MOSI and synthetic MOSI v2 (benchmarks/SSLMM_VALIDATION.md):
+    `rampup_epochs` / `ema_epochs` count the ramp and the teacher's EMA horizon in fine-tuning
+    epochs (the trainer passes the epoch length to `begin_phase`), `strong_noise` /
+    `strong_feature_drop` perturb the strong view inside every node (with one node per modality,
+    node drops can only drop whole modalities), `finetune_lr`, and `ramp_pseudo=false`.
   * Training-time randomness (views, dropout) draws from torch's RNG, which the trainer seeds per
     run and saves in the resume state, like every other method's augmentation.
 """
