@@ -284,6 +284,11 @@ def test_ratio_ablation_preset_shares_the_table_runs(tmp_path, monkeypatch):
     assert "0.05 w/o pre-training" in grid.variants
     table = make_grid("sslmm-table", data=["synthetic:mosi"])
     assert [v.split("=")[1] for v in table.variants] == ["0.05", "0.1", "0.3", "0.5", "1.0"]
+    chosen = make_grid("sslmm-table", data=["synthetic:mosi"], variants=["labeled_ratio=0.1", "labeled_ratio=0.05"])
+    assert list(chosen.variants) == ["labeled_ratio=0.05", "labeled_ratio=0.1"]  # the preset's order
+    assert {j.key for j in chosen.jobs()} < {j.key for j in table.jobs()}  # the same cached runs
+    with pytest.raises(ValueError, match="unknown variant 'labeled_ratio=0.2'"):
+        make_grid("sslmm-table", data=["synthetic:mosi"], variants=["labeled_ratio=0.2"])
     monkeypatch.chdir(tmp_path)  # no data/ here
     with pytest.raises(ValueError, match="build it first: robustmsa data build mosi-real"):
         make_grid("sslmm-table")  # its default datasets include real MOSI, which the user builds

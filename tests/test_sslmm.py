@@ -235,6 +235,66 @@ def test_teacher_views_are_really_weak(dataset):
     assert 0.02 < float(relative) < 0.1  # small feature noise (weak_noise = 0.05)
 
 
+def test_strong_view_perturbs_inside_every_node(dataset):
+    """Where a modality is one node, the strong view's node drops can only drop it whole: the
+    feature-level perturbation changes what a kept node carries."""
+    torch.manual_seed(0)
+    features = torch.randn(64, 6, 16)
+    plain = create_method("sslmm", dataset.spec, d=16)
+    assert torch.equal(plain.perturb(features), features)  # defaults: node drops only
+    dropped = create_method("sslmm", dataset.spec, d=16, strong_feature_drop=0.25).perturb(features)
+    assert 0.2 < float((dropped == 0).float().mean()) < 0.3  # channels dropped at the asked rate
+    torch.testing.assert_close(dropped[dropped != 0], features[dropped != 0] / 0.75)  # inverted dropout
+    assert float((dropped != 0).reshape(-1, 16).any(1).float().mean()) > 0.99  # a node keeps something
+    noisy = create_method("sslmm", dataset.spec, d=16, strong_noise=0.5).perturb(features)
+    assert 0.45 < float((noisy - features).std() / features.std()) < 0.55
+    for bad in ({"strong_feature_drop": 1.0}, {"strong_noise": -0.1}, {"ema_epochs": -1.0}, {"finetune_lr": -1e-3}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            create_method("sslmm", dataset.spec, d=16, **bad)
+
+
+def test_schedules_count_in_epochs_of_the_run(dataset, tmp_path, monkeypatch):
+    from robustmsa.methods.base import Phase
+    from robustmsa.methods.sslmm import SSLMM
+
+    method = create_method("sslmm", dataset.spec, d=16, rampup_epochs=2.0, ema_epochs=0.5, rampup_steps=7)
+    assert method.rampup_length() == 7 and method.ema_rate() == 0.99  # before the epoch length is known
+    method.begin_phase(Phase("pretrain"), 50)  # only fine-tuning epochs count
+    assert method.rampup_length() == 7
+    method.begin_phase(Phase("finetune"), 10)
+    assert method.rampup_length() == 20 and method.ema_rate() == pytest.approx(0.8)  # horizon 1/(1-0.8) = 5 steps
+    method.ema_steps.fill_(10)
+    assert method.rampup() == pytest.approx(np.exp(-5 * 0.5**2))
+    assert create_method("sslmm", dataset.spec, d=16, finetune_lr=3e-4).phases()[-1].lr == 3e-4
+    assert create_method("sslmm", dataset.spec, d=16).phases()[-1].lr is None  # the training config's lr
+
+    seen = []
+    monkeypatch.setattr(SSLMM, "begin_phase", lambda self, phase, steps: seen.append((phase.name, steps)))
+    run = run_config("labeled_ratio=0.25", "method.pretrain_epochs=1", "train.epochs=1", "method.unlabeled_k=2")
+    Trainer(tmp_path, verbose=False).fit(run, dataset, seed=0)
+    rows = len(dataset["train"])
+    assert seen == [("pretrain", -(-rows // 16)), ("finetune", -(-rows // 32))]  # paired: one unlabeled pass
+
+
+def test_pseudo_labels_can_skip_the_ramp(dataset):
+    """ramp_pseudo=false: confident pseudo-labels count at full weight while the rest of the
+    consistency is still ramping up."""
+    tensors = SplitTensors(dataset["train"], dataset.spec)
+    labeled, unlabeled = tensors.batch(slice(0, 16)), PairedStreams(tensors, tensors, 1).unlabeled.batch(slice(16, 80))
+    totals = {}
+    for ramp_pseudo in (True, False):
+        torch.manual_seed(0)
+        method = create_method("sslmm", dataset.spec, d=16, rampup_steps=100, ramp_pseudo=ramp_pseudo,
+                               pseudo_confidence=0.0, pseudo_margin=0.0)
+        method.train()
+        torch.manual_seed(1)
+        totals[ramp_pseudo] = losses = method.loss(labeled, "finetune", unlabeled=unlabeled)
+    ramp, pseudo = float(losses["ramp"]), float(losses["pseudo"])
+    assert ramp < 0.01 and pseudo > 0
+    gap = float(totals[False]["loss"] - totals[True]["loss"])
+    assert gap == pytest.approx((1 - ramp) * pseudo, rel=1e-4)
+
+
 # ---------------------------------------------------------------------- pre-training
 
 

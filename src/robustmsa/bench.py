@@ -287,8 +287,10 @@ PRESETS = {
 
 
 def make_grid(preset: str, data: list[str] | None = None, methods: list[str] | None = None,
-              seeds: list[int] | None = None, overrides: list[str] | None = None) -> Grid:
-    """A preset, with the user's datasets / methods / seeds / overrides in place of its own.
+              seeds: list[int] | None = None, overrides: list[str] | None = None,
+              variants: list[str] | None = None) -> Grid:
+    """A preset, with the user's datasets / methods / seeds / overrides in place of its own, and
+    `variants` (labels) a subset of its training variants, e.g. two of its labeled ratios.
     Methods the registry does not have (yet) are listed in `skipped_methods`, not run."""
     from robustmsa.methods.base import list_methods
 
@@ -311,10 +313,18 @@ def make_grid(preset: str, data: list[str] | None = None, methods: list[str] | N
     return Grid(
         name=preset, methods=[m for m in wanted if m in available], datasets=datasets, protocols=protocols,
         seeds=seeds or [0, 1, 2], overrides=list(spec.get("overrides", [])) + list(overrides or []),
-        variants=dict(spec.get("variants", {"": []})), metrics=spec["metrics"],
+        variants=_chosen_variants(preset, dict(spec.get("variants", {"": []})), variants), metrics=spec["metrics"],
         variant_rows=spec.get("variant_rows", False), dataset_protocols=per_dataset,
         skipped_methods=[m for m in wanted if m not in available],
     )
+
+
+def _chosen_variants(preset: str, every: dict, labels: list[str] | None) -> dict:
+    """The preset's variants named in `labels` (all when None), in the preset's order."""
+    unknown = [label for label in labels or [] if label not in every]
+    if unknown:
+        raise ValueError(f"bench {preset}: unknown variant {unknown[0]!r}; the preset's: {', '.join(map(repr, every))}")
+    return {label: extra for label, extra in every.items() if labels is None or label in labels}
 
 
 def _load(data: str):

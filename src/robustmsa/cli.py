@@ -103,6 +103,9 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--data", action="append", default=None, help="dataset path (repeatable; default: the preset's)")
     bench.add_argument("--methods", default=None, help="comma-separated (default: the preset's)")
     bench.add_argument("--seeds", type=_ints, default=None, help="default 0,1,2")
+    bench.add_argument("--variants", default=None,
+                       help="comma-separated labels of the preset's training variants to run (default: all), "
+                            "e.g. labeled_ratio=0.05,labeled_ratio=0.1")
     bench.add_argument("--workers", type=int, default=1, help="parallel training processes")
     bench.add_argument("--threads", type=int, default=1,
                        help="torch threads per run (default 1, whatever --workers is: same numbers however scheduled)")
@@ -481,7 +484,8 @@ def _default_csv(first: str, protocol: str) -> Path:
 def cmd_bench(args) -> int:
     from robustmsa.bench import make_grid
 
-    grid = make_grid(args.preset, args.data, args.methods.split(",") if args.methods else None, args.seeds, args.overrides)
+    grid = make_grid(args.preset, args.data, args.methods.split(",") if args.methods else None, args.seeds, args.overrides,
+                     args.variants.split(",") if args.variants else None)
     out = Path(args.out or Path("bench") / args.preset)
     return _bench(grid, out, args.workers, args.backend, " ".join(["robustmsa", *sys.argv[1:]]), args.threads)
 

@@ -136,6 +136,11 @@ class Method(nn.Module):
     def after_step(self) -> None:
         """Called after each optimizer step (queues, EMA teachers). Default: nothing."""
 
+    def begin_phase(self, phase: Phase, steps_per_epoch: int) -> None:
+        """Called when a phase starts (or resumes) with its optimizer steps per epoch, so a
+        schedule can be set in epochs of this run rather than in absolute steps, which mean
+        different things on datasets of different sizes. Default: nothing."""
+
     def task_loss(self, pred: Tensor, batch: Batch) -> Tensor:
         """L1 for regression (MMSA's choice for MOSI/SIMS), cross-entropy for classes; labeled
         samples only. A batch with no labeled sample gives a zero that keeps the graph."""

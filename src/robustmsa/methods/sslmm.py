@@ -50,6 +50,12 @@ Choices METHODS.md leaves open (each is a config option or stated here):
     range. Consistency is confidence-weighted MSE (regression) or KL (classification).
   * Fine-tuning uses the unlabeled samples when consistency or reconstruction is on; with both
     off it is a supervised graph model on the labeled part.
+  * Options tried for label-scarce runs (issue 14), off by default because no candidate was ahead
+    on validation on both real MOSI and synthetic MOSI v2 (benchmarks/SSLMM_VALIDATION.md):
+    `rampup_epochs` / `ema_epochs` count the ramp and the teacher's EMA horizon in fine-tuning
+    epochs (the trainer passes the epoch length to `begin_phase`), `strong_noise` /
+    `strong_feature_drop` perturb the strong view inside every node (with one node per modality,
+    node drops can only drop whole modalities), `finetune_lr`, and `ramp_pseudo=false`.
   * Training-time randomness (views, dropout) draws from torch's RNG, which the trainer seeds per
     run and saves in the resume state, like every other method's augmentation.
 """
@@ -100,8 +106,14 @@ class SSLMMConfig(TextBranchConfig):
     weak_segment_drop: float = 0.1  # teacher views: segment drop rate ~ U(0, this), no modality drop
     weak_noise: float = 0.05  # teacher views: Gaussian node-feature noise, times the features' std
     strong_segment_drop: float = 0.5  # strong view: every sample may lose modalities, and segments
-    ema_decay: float = 0.99
-    rampup_steps: int = field(default=100, metadata={"min": 0})  # 0: no ramp-up
+    strong_noise: float = 0.0  # strong view: Gaussian node-feature noise, times the features' std
+    strong_feature_drop: float = 0.0  # strong view: node-feature channels dropped with this probability
+    finetune_lr: float = 0.0  # 0: the training config's lr
+    ema_decay: float = 0.99  # used when ema_epochs = 0
+    ema_epochs: float = 0.0  # > 0: EMA horizon 1/(1-decay) in epochs
+    rampup_steps: int = field(default=100, metadata={"min": 0})  # 0: no ramp-up; used when rampup_epochs = 0
+    rampup_epochs: float = 0.0  # > 0: ramp-up over this many epochs
+    ramp_pseudo: bool = True  # false: confident pseudo-labels at full weight from the first step
     confidence_scale: float = 0.1  # regression: sigma as a fraction of the label range
     w_consistency: float = 1.0  # on the score
     w_feature: float = 1.0  # on the L2-normalised read-out (1 - cosine to the teacher's)
@@ -237,6 +249,11 @@ class SSLMM(Method):
             raise ValueError(f"sslmm: d={cfg.d} is not divisible by heads={cfg.heads}")
         if cfg.serve not in SERVE_OPTIONS:
             raise ValueError(f"sslmm: serve={cfg.serve!r}; expected one of {', '.join(SERVE_OPTIONS)}")
+        for name in ("strong_noise", "finetune_lr", "ema_epochs", "rampup_epochs"):
+            if getattr(cfg, name) < 0:
+                raise ValueError(f"sslmm: {name}={getattr(cfg, name)}; expected >= 0")
+        if not 0.0 <= cfg.strong_feature_drop < 1.0:
+            raise ValueError(f"sslmm: strong_feature_drop={cfg.strong_feature_drop}; expected in [0, 1)")
         self.student = SSLMMNet(spec, cfg, self.num_outputs, text_branch=self.make_text_branch(cfg.d))
         self.teacher = SSLMMNet(spec, cfg, self.num_outputs, with_decoder=False, text_branch=self.make_text_branch(cfg.d))
         self.teacher.requires_grad_(False)  # moved by EMA in after_step, never by the optimizer
@@ -244,6 +261,7 @@ class SSLMM(Method):
         self.register_buffer("teacher_ready", torch.zeros((), dtype=torch.bool))
         self.register_buffer("serve_teacher", torch.tensor(cfg.serve == "teacher"))
         self._phase = FINETUNE
+        self._steps_per_epoch = 0  # of the fine-tuning phase, once it has begun (begin_phase)
         label = spec.label
         self.label_range = (label.high - label.low) if label.is_regression and label.high is not None else 6.0
 
@@ -256,10 +274,16 @@ class SSLMM(Method):
     def phases(self) -> list[Phase]:
         cfg = self.cfg
         semi = cfg.use_consistency or cfg.use_recon
-        finetune = Phase(FINETUNE, uses_unlabeled=semi, unlabeled_k=cfg.unlabeled_k if semi else 0)
+        finetune = Phase(FINETUNE, lr=cfg.finetune_lr or None, uses_unlabeled=semi,
+                         unlabeled_k=cfg.unlabeled_k if semi else 0)
         if not cfg.use_pretrain:
             return [finetune]
         return [Phase(PRETRAIN, epochs=cfg.pretrain_epochs, lr=cfg.pretrain_lr, select=False, uses_unlabeled=True), finetune]
+
+    def begin_phase(self, phase: Phase, steps_per_epoch: int) -> None:
+        """The fine-tuning epoch length: `rampup_epochs` and `ema_epochs` are counted in it."""
+        if phase.name == FINETUNE:
+            self._steps_per_epoch = steps_per_epoch
 
     def forward(self, batch: Batch) -> Output:
         net = self.teacher if bool(self.serve_teacher) and bool(self.teacher_ready) else self.student
@@ -317,10 +341,11 @@ class SSLMM(Method):
             return {"loss": task, "task": task, "consistency": zero, "recon": zero, "ramp": zero}
         features, node_mask = net.encode(pool)
         strong_mask, kept = masked_view(node_mask, net.groups, 0.0, cfg.strong_segment_drop)
+        strong_features = self.perturb(features)
         if pool is batch:
-            weak, strong = net.run_views([supervised, (features, strong_mask)])
+            weak, strong = net.run_views([supervised, (strong_features, strong_mask)])
         else:
-            weak, strong = net.run(*supervised), net.run(features, strong_mask)
+            weak, strong = net.run(*supervised), net.run(strong_features, strong_mask)
         task = self.task_loss(weak.pred, batch)
         zero = task.new_zeros(())
         terms = {"consistency": zero, "feature": zero, "pseudo": zero, "recon": zero, "ramp": zero}
@@ -330,9 +355,10 @@ class SSLMM(Method):
         if consistency_on:
             terms.update(self._consistency(pool, strong, rows))
             terms["ramp"] = task.new_tensor(self.rampup())
-        unlabeled_terms = (cfg.w_consistency * terms["consistency"] + cfg.w_feature * terms["feature"]
-                           + cfg.w_pseudo * terms["pseudo"])
-        total = task + terms["ramp"] * unlabeled_terms + cfg.w_recon * terms["recon"]
+        ramped = cfg.w_consistency * terms["consistency"] + cfg.w_feature * terms["feature"]
+        pseudo = cfg.w_pseudo * terms["pseudo"]
+        ramped, pseudo = (ramped + pseudo, 0.0) if cfg.ramp_pseudo else (ramped, pseudo)
+        total = task + terms["ramp"] * ramped + pseudo + cfg.w_recon * terms["recon"]
         return {"loss": total, "task": task, **terms}
 
     def _rebuild_error(self, view: GraphPass, target: Tensor, which: Tensor) -> Tensor:
@@ -341,6 +367,17 @@ class SSLMM(Method):
             return view.readout.sum() * 0.0  # keeps the graph: nothing to rebuild in this batch
         rebuilt = self.student.reconstruct(view)
         return F.mse_loss(rebuilt[which], target[which])
+
+    def perturb(self, features: Tensor) -> Tensor:
+        """The strong view's feature-level perturbation: channel dropout and Gaussian noise on every
+        node. Where a modality is one node (utterance vectors), dropping nodes can only drop whole
+        modalities; this perturbs what is inside a modality."""
+        cfg = self.cfg
+        if cfg.strong_feature_drop > 0:
+            features = F.dropout(features, cfg.strong_feature_drop, training=True)
+        if cfg.strong_noise > 0:
+            features = features + cfg.strong_noise * features.detach().std() * torch.randn_like(features)
+        return features
 
     def weak_view(self, features: Tensor, node_mask: Tensor) -> tuple[Tensor, Tensor]:
         """A really weak view: a few segments dropped (rate ~ U(0, weak_segment_drop)), never a
@@ -385,11 +422,29 @@ class SSLMM(Method):
         return {"consistency": (confidence * score).mean(), "feature": feature.mean(), "pseudo": pseudo}
 
     def rampup(self) -> float:
-        """Consistency weight factor in (0, 1]: exp(-5 (1 - t)^2), t = EMA steps / rampup_steps."""
-        if self.cfg.rampup_steps <= 0:
+        """Consistency weight factor in (0, 1]: exp(-5 (1 - t)^2), t = EMA steps / ramp-up steps."""
+        steps = self.rampup_length()
+        if steps <= 0:
             return 1.0
-        t = min(1.0, int(self.ema_steps) / self.cfg.rampup_steps)
+        t = min(1.0, int(self.ema_steps) / steps)
         return math.exp(-5.0 * (1.0 - t) ** 2)
+
+    def rampup_length(self) -> float:
+        """Ramp-up steps: `rampup_epochs` fine-tuning epochs once the epoch length is known, else
+        `rampup_steps`. In epochs, the ramp ends at the same point of a run on any dataset size."""
+        cfg = self.cfg
+        if cfg.rampup_epochs > 0 and self._steps_per_epoch:
+            return cfg.rampup_epochs * self._steps_per_epoch
+        return cfg.rampup_steps
+
+    def ema_rate(self) -> float:
+        """The teacher's EMA decay: horizon 1 / (1 - decay) = `ema_epochs` fine-tuning epochs once
+        the epoch length is known, else `ema_decay`. A fixed decay of 0.99 lags 100 steps: five
+        MOSI epochs, longer than label-scarce runs last before early stopping."""
+        cfg = self.cfg
+        if cfg.ema_epochs > 0 and self._steps_per_epoch:
+            return 1.0 - 1.0 / max(1.0, cfg.ema_epochs * self._steps_per_epoch)
+        return cfg.ema_decay
 
     # --- the mean teacher ---------------------------------------------------------------
     def _sync_teacher_once(self) -> None:
@@ -405,7 +460,7 @@ class SSLMM(Method):
         if self._phase != FINETUNE:
             return
         self._sync_teacher_once()
-        decay = min(1.0 - 1.0 / (int(self.ema_steps) + 2), self.cfg.ema_decay)
+        decay = min(1.0 - 1.0 / (int(self.ema_steps) + 2), self.ema_rate())
         student = dict(self.student.named_parameters())
         for name, param in self.teacher.named_parameters():
             param.lerp_(student[name], 1.0 - decay)

@@ -160,6 +160,7 @@ class Trainer:
             self._restore_optimizer(folder, optimizer)
         optimizer = fabric.setup_optimizers(optimizer)
         steps = epoch_steps(data, rows, cfg.batch_size)
+        method.begin_phase(phase, steps)
         ran = 0
         for epoch in range(progress.epoch, epochs):
             if phase.select and progress.bad_epochs >= cfg.patience:  # (also when resumed right there)
