@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from robustmsa.config import ConfigError, RunConfig, apply_overrides
@@ -63,11 +65,30 @@ def test_a_size_may_declare_its_own_floor():
 
 def test_a_late_option_at_its_default_keeps_the_runs_made_before_it():
     """lr_schedule / warmup came after runs were cached: at their defaults the run folder and the
-    bench job key are those recorded before the options existed; set, they are a new run."""
+    bench job key are unchanged; set, they are a new run. (Values recorded when method defaults
+    entered the hash, the change before them that renamed every run.)"""
     from robustmsa.bench import Job
 
-    assert RunConfig("late_fusion").hash("x") == "59480f2cd3c9"  # recorded before lr_schedule existed
-    assert Job("late_fusion", "synthetic:mosi", "", (), 0, ("none",)).key == "066fb47c2f410a59"
+    assert RunConfig("late_fusion").hash("x") == "cde4f738624b"
+    assert Job("late_fusion", "synthetic:mosi", "", (), 0, ("none",)).key == "a009bdfe119cb992"
     linear = apply("train.lr_schedule=linear")
-    assert linear.hash("x") != "59480f2cd3c9" and apply("train.warmup=0.2").hash("x") != "59480f2cd3c9"
+    assert linear.hash("x") != "cde4f738624b" and apply("train.warmup=0.2").hash("x") != "cde4f738624b"
     assert RunConfig.from_dict(linear.to_dict()).train.lr_schedule == "linear"
+
+
+def test_a_changed_method_default_is_a_new_run_and_naming_the_default_is_the_same_run(monkeypatch):
+    """Run folders and bench job keys hash the method's resolved options: a default changed in a
+    new version retrains instead of silently reusing runs made under the old one."""
+    from robustmsa.bench import Job
+
+    fsrf = method_class("fsrf")
+    default = fsrf.config_class().das_align
+    other = "cosine" if default != "cosine" else "symmetric"
+    run, key = RunConfig("fsrf").hash("x"), Job("fsrf", "synthetic:mosi", "", (), 0, ("none",)).key
+    assert RunConfig("fsrf", {"das_align": default}).hash("x") == run
+    assert RunConfig("fsrf", {"das_align": other}).hash("x") != run
+    changed = dataclasses.make_dataclass("Changed", [("das_align", str, dataclasses.field(default=other))],
+                                         bases=(fsrf.config_class,))
+    monkeypatch.setattr(fsrf, "config_class", changed)
+    assert RunConfig("fsrf").hash("x") != run
+    assert Job("fsrf", "synthetic:mosi", "", (), 0, ("none",)).key != key

@@ -52,11 +52,18 @@ class Job:
         same path is new data, and a copy of the same file elsewhere is the same job."""
         content = self.data_hash or data_hash(self.data)
         payload = json.dumps([self.method, content, sorted(self.overrides), self.seed, list(self.protocols), self.split,
-                              _defaults()])
+                              _defaults(), _method_defaults(self.method)], sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     def describe(self) -> str:
         return f"{self.method} {self.data} {self.variant or 'default'} seed {self.seed}"
+
+
+def _method_defaults(method: str) -> dict:
+    """The method's option defaults: a cached row made under other method defaults is not reused."""
+    from robustmsa.methods.base import resolved_options
+
+    return resolved_options(method, {})
 
 
 def _defaults() -> list:

@@ -129,7 +129,10 @@ class RunConfig:
     def hash(self, data_hash: str = "") -> str:
         """Short stable hash of everything that changes the trained model (seed excluded:
         seeds are subfolders of one run)."""
-        payload = json.dumps({**self.to_dict(), "data_hash": data_hash}, sort_keys=True)
+        from robustmsa.methods.base import resolved_options  # lazy: methods import this module
+
+        options = resolved_options(self.method, self.method_options)
+        payload = json.dumps({**self.to_dict(), "method_options": options, "data_hash": data_hash}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 

@@ -228,6 +228,18 @@ def method_class(name: str) -> type[Method]:
     return _REGISTRY[name]
 
 
+def resolved_options(name: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Every option of method `name` as it will run: its config defaults updated by `overrides`.
+    Run hashes and bench job keys are made from this, so a changed default is a new run, never a
+    silently reused cache. An unregistered name resolves to `overrides` alone."""
+    try:
+        config_class = method_class(name).config_class
+    except KeyError:
+        return dict(overrides)
+    defaults = {f.name: f.default for f in dataclasses.fields(config_class) if f.default is not dataclasses.MISSING}
+    return {**defaults, **overrides}
+
+
 def create_method(name: str, spec: DatasetSpec, **overrides: Any) -> Method:
     """Build a registered method with its config defaults updated by `overrides`."""
     cls = method_class(name)
