@@ -110,7 +110,7 @@ class SSLMMConfig(TextBranchConfig):
     temperature: float = 0.2  # InfoNCE
     w_mnm: float = 1.0
     w_contrast: float = 1.0
-    single_node_pretrain: str = "drop"  # a one-node modality in pre-training: drop | keep | perturb
+    single_node_pretrain: str = "keep"  # a one-node modality in pre-training: keep | drop | perturb
     single_node_feature_drop: float = 0.2  # single_node_pretrain=perturb: its channels dropped per view
     # fine-tuning (semi-supervised)
     weak_complete_fraction: float = 0.5  # supervised view: this fraction stays whole
