@@ -322,6 +322,57 @@ def test_pretraining_loss_falls(dataset):
     assert after["mnm"] < before["mnm"] and after["contrast"] < before["contrast"]
 
 
+UTTERANCE_MIX = (("text", 1, 12), ("audio", 16, 6), ("vision", 1, 5))  # two one-node modalities, one sequence
+
+
+@pytest.mark.parametrize("mode", ["drop", "keep", "perturb"])
+def test_pretraining_views_keep_one_node_modalities_unless_asked_to_drop_them(mode):
+    dataset = make_tiny_dataset(n=64, modalities=UTTERANCE_MIX, seed=2)
+    torch.manual_seed(0)
+    method = create_method("sslmm", dataset.spec, d=16, single_node_pretrain=mode, single_node_feature_drop=0.5)
+    net = method.student
+    assert net.single_node().tolist() == [True] + [False] * 8 + [True]  # text, 8 audio segments, vision
+    features, node_mask = net.encode(SplitTensors(dataset["train"], dataset.spec).batch(slice(None)))
+    views = [method.pretrain_view(features, node_mask) for _ in range(20)]
+    single, multi = node_mask & net.single_node(), node_mask & ~net.single_node()
+    single_kept = all(bool(mask[single].all()) for _, mask in views)
+    assert single_kept == (mode != "drop")  # drop: utterance modalities leave views like any node
+    assert all(not bool(mask[multi].all()) for _, mask in views)  # sequence segments are dropped in every mode
+    changed = [(view != features).any(-1) for view, _ in views]
+    assert all(not bool(c[multi].any()) for c in changed)  # sequence nodes carry their features unchanged
+    assert all(bool(c[single].any()) == (mode == "perturb") for c in changed)  # perturb: inside the kept node
+
+
+def test_keep_skips_pretraining_only_where_every_modality_is_one_node():
+    utterances = make_tiny_dataset(n=32, modalities=(("text", 1, 12), ("audio", 1, 6)), seed=3)
+    mixed = make_tiny_dataset(n=32, modalities=UTTERANCE_MIX, seed=3)
+    names = lambda data, mode: [p.name for p in create_method("sslmm", data.spec, single_node_pretrain=mode).phases()]
+    assert names(utterances, "keep") == ["finetune"]  # nothing left to mask
+    assert names(utterances, "drop") == names(utterances, "perturb") == names(mixed, "keep") == ["pretrain", "finetune"]
+    method = create_method("sslmm", utterances.spec, d=16, single_node_pretrain="perturb")
+    method.train()
+    losses = method.loss(SplitTensors(utterances["train"], utterances.spec).batch(slice(None)), "pretrain")
+    assert float(losses["mnm"].detach()) == 0.0 and float(losses["contrast"].detach()) > 0  # no node dropped: contrast only
+    with pytest.raises(ValueError, match="single_node_pretrain"):
+        create_method("sslmm", utterances.spec, single_node_pretrain="skip")
+    with pytest.raises(ValueError, match="single_node_feature_drop"):
+        create_method("sslmm", utterances.spec, single_node_feature_drop=1.0)
+
+
+def test_single_node_rule_leaves_sequence_data_untouched(dataset):
+    """Where every modality has several nodes, the three settings train the same numbers."""
+    batch = SplitTensors(dataset["train"], dataset.spec).batch(slice(None))
+    losses = []
+    for mode in ("drop", "keep", "perturb"):
+        torch.manual_seed(0)
+        method = create_method("sslmm", dataset.spec, d=16, single_node_pretrain=mode)
+        method.train()
+        assert not bool(method.student.single_node().any())
+        torch.manual_seed(1)
+        losses.append(method.loss(batch, "pretrain"))
+    assert all(torch.equal(other[k], losses[0][k]) for other in losses[1:] for k in losses[0])
+
+
 # ----------------------------------------------------------------------- mean teacher
 
 

@@ -56,6 +56,15 @@ Choices METHODS.md leaves open (each is a config option or stated here):
     epochs (the trainer passes the epoch length to `begin_phase`), `strong_noise` /
     `strong_feature_drop` perturb the strong view inside every node (with one node per modality,
     node drops can only drop whole modalities), `finetune_lr`, and `ramp_pseudo=false`.
+  * A modality that is one node (utterance vectors: real MOSI here) is special in pre-training:
+    dropping it from a view makes masked node modelling rebuild one modality from another, and
+    InfoNCE pull a text-only read-out towards an audio-only one (the ratio ablation on real MOSI
+    measured pre-training as harmful). `single_node_pretrain` says what the views do with it:
+    `drop` (as any node), `keep` (never dropped, never a rebuilt target; with every modality one
+    node nothing is left to mask and the pre-training phase is skipped) or `perturb` (kept, its
+    feature channels dropped per view, so InfoNCE contrasts two versions of it). The rule reads
+    the data's structure (nodes per modality), never the dataset's name; sequence modalities are
+    untouched by it. The default is the one chosen on validation (benchmarks/SSLMM_VALIDATION.md).
   * Training-time randomness (views, dropout) draws from torch's RNG, which the trainer seeds per
     run and saves in the resume state, like every other method's augmentation.
 """
@@ -81,6 +90,7 @@ from robustmsa.nn.graph import AttentionReadout, GraphMessagePassing, NodeQueryD
 
 PRETRAIN, FINETUNE = "pretrain", "finetune"
 SERVE_OPTIONS = ("auto", "student", "teacher")
+SINGLE_NODE_OPTIONS = ("drop", "keep", "perturb")
 
 
 @dataclass
@@ -100,6 +110,8 @@ class SSLMMConfig(TextBranchConfig):
     temperature: float = 0.2  # InfoNCE
     w_mnm: float = 1.0
     w_contrast: float = 1.0
+    single_node_pretrain: str = "keep"  # a one-node modality in pre-training: keep | drop | perturb
+    single_node_feature_drop: float = 0.2  # single_node_pretrain=perturb: its channels dropped per view
     # fine-tuning (semi-supervised)
     weak_complete_fraction: float = 0.5  # supervised view: this fraction stays whole
     frame_drop_max: float = 0.5  # supervised view: the shared augmentation's frame drop rate
@@ -176,6 +188,10 @@ class SSLMMNet(nn.Module):
         node_mask = torch.cat([masks[m] for m in self.modalities], dim=1) & batch.present[:, self.groups]
         return features * node_mask.unsqueeze(-1).to(features.dtype), node_mask
 
+    def single_node(self) -> Tensor:
+        """(N,) bool: the node is its modality's only one (an utterance-vector modality)."""
+        return torch.bincount(self.groups)[self.groups] == 1
+
     def node_embedding(self) -> Tensor:
         """(N, d): which modality and which segment each node is."""
         return self.modality_embedding[self.groups] + self.segment_embedding[self.segment]
@@ -227,6 +243,16 @@ def weak_mask(node_mask: Tensor, groups: Tensor, segment_drop: float) -> Tensor:
     return view | (node_mask & lost)
 
 
+def perturb_features(features: Tensor, drop: float, noise: float) -> Tensor:
+    """Channel dropout at rate `drop` (inverted, as `F.dropout`), then Gaussian noise of `noise`
+    times the features' std; either at 0 is skipped (and draws nothing from the RNG)."""
+    if drop > 0:
+        features = F.dropout(features, drop, training=True)
+    if noise > 0:
+        features = features + noise * features.detach().std() * torch.randn_like(features)
+    return features
+
+
 def info_nce(a: Tensor, b: Tensor, temperature: float) -> Tensor:
     """Symmetric InfoNCE: row i of `a` and row i of `b` are the positive pair, the other rows of the
     batch the negatives. a, b (B, d)."""
@@ -252,8 +278,12 @@ class SSLMM(Method):
         for name in ("strong_noise", "finetune_lr", "ema_epochs", "rampup_epochs"):
             if getattr(cfg, name) < 0:
                 raise ValueError(f"sslmm: {name}={getattr(cfg, name)}; expected >= 0")
-        if not 0.0 <= cfg.strong_feature_drop < 1.0:
-            raise ValueError(f"sslmm: strong_feature_drop={cfg.strong_feature_drop}; expected in [0, 1)")
+        if cfg.single_node_pretrain not in SINGLE_NODE_OPTIONS:
+            raise ValueError(f"sslmm: single_node_pretrain={cfg.single_node_pretrain!r}; "
+                             f"expected one of {', '.join(SINGLE_NODE_OPTIONS)}")
+        for name in ("strong_feature_drop", "single_node_feature_drop"):
+            if not 0.0 <= getattr(cfg, name) < 1.0:
+                raise ValueError(f"sslmm: {name}={getattr(cfg, name)}; expected in [0, 1)")
         self.student = SSLMMNet(spec, cfg, self.num_outputs, text_branch=self.make_text_branch(cfg.d))
         self.teacher = SSLMMNet(spec, cfg, self.num_outputs, with_decoder=False, text_branch=self.make_text_branch(cfg.d))
         self.teacher.requires_grad_(False)  # moved by EMA in after_step, never by the optimizer
@@ -276,9 +306,14 @@ class SSLMM(Method):
         semi = cfg.use_consistency or cfg.use_recon
         finetune = Phase(FINETUNE, lr=cfg.finetune_lr or None, uses_unlabeled=semi,
                          unlabeled_k=cfg.unlabeled_k if semi else 0)
-        if not cfg.use_pretrain:
+        if not cfg.use_pretrain or not self.pretrain_has_work():
             return [finetune]
         return [Phase(PRETRAIN, epochs=cfg.pretrain_epochs, lr=cfg.pretrain_lr, select=False, uses_unlabeled=True), finetune]
+
+    def pretrain_has_work(self) -> bool:
+        """False when `single_node_pretrain=keep` and every modality is one node: the views would
+        then mask nothing, and pre-training would only contrast dropout noise."""
+        return self.cfg.single_node_pretrain != "keep" or not bool(self.student.single_node().all())
 
     def begin_phase(self, phase: Phase, steps_per_epoch: int) -> None:
         """The fine-tuning epoch length: `rampup_epochs` and `ema_epochs` are counted in it."""
@@ -317,8 +352,8 @@ class SSLMM(Method):
     def pretrain_loss(self, batch: Batch) -> dict[str, Tensor]:
         cfg, net = self.cfg, self.student
         features, node_mask = net.encode(batch)
-        masks = [masked_view(node_mask, net.groups, 0.0, cfg.pretrain_segment_drop)[0] for _ in range(2)]
-        stacked = net.run(features.repeat(2, 1, 1), torch.cat(masks))
+        views = [self.pretrain_view(features, node_mask) for _ in range(2)]
+        stacked = net.run(torch.cat([f for f, _ in views]), torch.cat([m for _, m in views]))
         target = F.layer_norm(features.detach(), features.shape[-1:]).repeat(2, 1, 1)
         mnm = self._rebuild_error(stacked, target, node_mask.repeat(2, 1) & ~stacked.node_mask)
         first, second = stacked.chunk(2)
@@ -327,6 +362,24 @@ class SSLMM(Method):
                     if int(usable.sum()) >= 2 else mnm * 0.0)
         total = cfg.w_mnm * mnm + cfg.w_contrast * contrast
         return {"loss": total, "mnm": mnm, "contrast": contrast}
+
+    def pretrain_view(self, features: Tensor, node_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """One self-supervised view: (node features, node mask). Segments and whole modalities are
+        dropped at random; a modality that is one node (utterance vectors) is dropped with them only
+        under `single_node_pretrain=drop`. Dropping it makes masked node modelling rebuild one
+        modality from another and InfoNCE pull a text-only read-out towards an audio-only one; with
+        `keep` / `perturb` it stays in every view and is never a rebuilt target (its nodes are
+        not dropped), and `perturb` drops its feature channels per view instead, so the contrast
+        also sees two versions of what that modality carries."""
+        cfg, groups = self.cfg, self.student.groups
+        if cfg.single_node_pretrain == "drop":
+            return features, masked_view(node_mask, groups, 0.0, cfg.pretrain_segment_drop)[0]
+        fixed = node_mask & self.student.single_node()  # (B, N): nodes every view keeps
+        mask = masked_view(node_mask & ~fixed, groups, 0.0, cfg.pretrain_segment_drop)[0] | fixed
+        if cfg.single_node_pretrain == "perturb" and bool(fixed.any()):
+            dropped = perturb_features(features, cfg.single_node_feature_drop, 0.0)
+            features = torch.where(fixed.unsqueeze(-1), dropped, features)
+        return features, mask
 
     def finetune_loss(self, batch: Batch, unlabeled: Batch | None = None) -> dict[str, Tensor]:
         cfg, net = self.cfg, self.student
@@ -369,15 +422,10 @@ class SSLMM(Method):
         return F.mse_loss(rebuilt[which], target[which])
 
     def perturb(self, features: Tensor) -> Tensor:
-        """The strong view's feature-level perturbation: channel dropout and Gaussian noise on every
-        node. Where a modality is one node (utterance vectors), dropping nodes can only drop whole
-        modalities; this perturbs what is inside a modality."""
-        cfg = self.cfg
-        if cfg.strong_feature_drop > 0:
-            features = F.dropout(features, cfg.strong_feature_drop, training=True)
-        if cfg.strong_noise > 0:
-            features = features + cfg.strong_noise * features.detach().std() * torch.randn_like(features)
-        return features
+        """The strong view's feature-level perturbation on every node. Where a modality is one node
+        (utterance vectors), dropping nodes can only drop whole modalities; this perturbs what is
+        inside a modality."""
+        return perturb_features(features, self.cfg.strong_feature_drop, self.cfg.strong_noise)
 
     def weak_view(self, features: Tensor, node_mask: Tensor) -> tuple[Tensor, Tensor]:
         """A really weak view: a few segments dropped (rate ~ U(0, weak_segment_drop)), never a
