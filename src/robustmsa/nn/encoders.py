@@ -190,7 +190,7 @@ class ModalityEncoders(nn.Module):
         """The text branch's token states, window-averaged and padded to the text modality's
         encoded length, so methods that size by frames (graph nodes) see the feature route's shapes."""
         if batch.text_bert is None:
-            raise ValueError("method.text_encoder=finetune needs text_bert token ids in the data "
+            raise ValueError("method.text_encoder=finetune (or finetune+features) needs text_bert token ids in the data "
                              "(MMSA pickles carry them; `data build mosi-real --text-bert` writes them)")
         states, mask, pooled = self.text_branch(batch.text_bert, batch.is_present(name))
         target = self.branch_frames
