@@ -82,3 +82,54 @@ def test_mlp_pca_probe_sees_each_modalitys_leading_components():
     table = probe_dataset(dataset, ("mlp_pca",))
     assert table["dim"].tolist() == [8, 4, 12]  # min(12, dim) per modality, then all of them
     assert (table["acc2_non0"] > 70).all(), table
+
+
+def test_propagation_keeps_labeled_rows_and_spreads_labels_along_the_graph():
+    from robustmsa.evaluation.label_headroom import propagate
+
+    rng = np.random.default_rng(0)
+    centers = np.array([[5.0, 0.0, 0.0], [0.0, 5.0, 0.0]])
+    cluster = np.repeat([0, 1], 30)
+    x = centers[cluster] + rng.normal(scale=0.3, size=(60, 3))
+    clamped = np.zeros(60, dtype=bool)
+    clamped[[0, 30]] = True
+    f = propagate(x, np.zeros(60), clamped, np.array([2.0, -2.0]), anchor=0.1)
+    assert f[0] == 2.0 and f[30] == -2.0  # labeled rows hold their labels
+    assert (f[1:30] > 0.3).all() and (f[31:] < -0.3).all()  # each cluster takes its one label
+    # Classification: one-hot values on (N, C) priors, rows stay distributions.
+    probs = propagate(x, np.full((60, 2), 0.5), clamped, np.eye(2))
+    np.testing.assert_allclose(probs.sum(1), 1.0)
+    assert (probs[1:30, 0] > 0.5).all() and (probs[31:, 1] > 0.5).all()
+
+
+def test_label_headroom_uses_the_trainers_labeled_rows_and_test_never_chooses():
+    from robustmsa.evaluation.label_headroom import ARMS, label_headroom
+    from robustmsa.missing import labeled_mask
+
+    dataset = make_tiny_dataset(n=90, modalities=TINY_MODALITIES[:2])
+    table = label_headroom(dataset, ratios=(0.2,), seeds=(0, 1))
+    assert list(table["arm"]) == list(ARMS) * 2
+    expected = int(labeled_mask(dataset["train"].labels, 0.2, 0, "mosi").sum())
+    assert set(table.loc[table["arm"] != "all labels", "labeled"]) == {expected}
+    assert set(table.loc[table["arm"] == "all labels", "labeled"]) == {90}
+    assert (table["valid acc2_non0"] > 65).all(), table  # every arm learns the planted signal
+    best = table.groupby("arm")["valid mae"].mean()
+    assert best["all labels"] < best["labeled"]  # more labels, less error: the room the probe measures
+    scrambled = make_tiny_dataset(n=90, modalities=TINY_MODALITIES[:2])
+    scrambled["test"].labels = scrambled["test"].labels[::-1].copy()
+    again = label_headroom(scrambled, ratios=(0.2,), seeds=(0, 1))
+    np.testing.assert_allclose(again["valid mae"], table["valid mae"])  # choices do not see test
+
+
+def test_label_headroom_cli_and_its_errors(tmp_path, capsys):
+    from robustmsa.data.mmsa import write_mmsa
+
+    path = write_mmsa(make_tiny_dataset(n=60), tmp_path / "tiny.pkl")
+    assert main(["data", "probe", str(path), "--labeled-ratios", "0.25", "--seeds", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "| ratio | arm | labeled rows | seeds | valid acc2_non0 | valid mae | test acc2_non0 | test mae |" in out
+    assert out.count("| 0.25 |") == 4
+    assert main(["data", "probe", str(path), "--labeled-ratios", "1.5"]) == 2
+    assert "labeled_ratio 1.5 outside (0, 1]" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["data", "probe", str(path), "--labeled-ratios", "half"])

@@ -19,11 +19,21 @@ DEFAULT_RATES = "0,0.1,0.2,0.3,0.4,0.5,0.6,0.7"
 DEFAULT_METRICS = {"mosi": "acc2_non0,f1_non0,mae", "sims": "acc2,f1,mae", "classification": "acc,f1"}
 
 
-def _ints(text: str) -> list[int]:
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+def _number_list(kind: type, what: str):
+    """An argparse type: comma-separated numbers of one kind, or argparse's one-line error."""
+    def parse(text: str) -> list:
+        try:
+            values = [kind(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {text!r}") from None
+        if not values:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {text!r}")
+        return values
+    return parse
+
+
+_ints = _number_list(int, "integers")
+_floats = _number_list(float, "numbers")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -41,6 +51,10 @@ def _parser() -> argparse.ArgumentParser:
     probe.add_argument("--mlp", action="store_true", help="also one-hidden-layer MLP probes (early-stopped on valid) on the pooled "
                        "features and on each modality's top 12 principal components")
     probe.add_argument("--seed", type=int, default=0, help="seed of the MLP probe (default 0)")
+    probe.add_argument("--labeled-ratios", type=_floats, default=None, help="comma-separated, e.g. 0.05,0.1: instead of the "
+                       "per-modality table, whether labels are the bottleneck at these ratios (the trainer's "
+                       "labeled rows per seed; probes with and without the unlabeled rows; valid and test)")
+    probe.add_argument("--seeds", type=_ints, default=[0, 1, 2], help="seeds of the labeled subsets with --labeled-ratios (default 0,1,2)")
     synth = data.add_parser("synth", help="write synthetic data in a real format (MMSA pickle / image-text folder)")
     synth.add_argument("--like", required=True, choices=["mosi", "mosei", "sims", "mvsa"],
                        help="the dataset whose shapes, sizes and label kind to imitate")
@@ -356,11 +370,23 @@ def _probe_dataset(args) -> int:
 
     dataset = load_dataset(args.path)
     family = dataset.spec.label.metric_family
+    if args.labeled_ratios:
+        return _label_headroom(args, dataset)
     table = probe_dataset(dataset, ("linear", "mlp", "mlp_pca") if args.mlp else ("linear",), seed=args.seed)
     sizes = ", ".join(f"{name} {len(split)}" for name, split in dataset.splits.items())
     print(f"probe of {args.path} ({sizes}): pooled (masked mean) features, standardized with train statistics; "
           f"penalty{' / MLP epoch' if args.mlp else ''} chosen on valid {PRIMARY_METRIC[family][0]}; test metrics")
     print(format_probe(table, family))
+    return 0
+
+
+def _label_headroom(args, dataset) -> int:
+    from robustmsa.evaluation.label_headroom import format_headroom, label_headroom
+
+    table = label_headroom(dataset, tuple(args.labeled_ratios), tuple(args.seeds))
+    print(f"label headroom of {args.path}: linear probes on pooled features, the trainer's labeled rows per "
+          f"seed, penalty chosen on valid; mean ± std over seeds {','.join(map(str, args.seeds))}")
+    print(format_headroom(table, dataset.spec.label.metric_family))
     return 0
 
 

@@ -73,7 +73,7 @@ def standardize(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
     return [(x - mean) / std for x in (train, *others)]
 
 
-def _score(family: str, pred: np.ndarray, labels: np.ndarray) -> float:
+def primary_score(family: str, pred: np.ndarray, labels: np.ndarray) -> float:
     """The primary metric, signed so that larger is better."""
     name, direction = PRIMARY_METRIC[family]
     value = compute_metrics(family, pred, labels)[name]
@@ -99,7 +99,7 @@ def fit_linear(family: str, x_train, y_train, x_valid, y_valid, x_test, seed: in
     best = None
     for regularization in grid:
         model = _linear(family, regularization, seed).fit(x_train, y_train)
-        score = _score(family, _predict(model, family, x_valid), y_valid)
+        score = primary_score(family, _predict(model, family, x_valid), y_valid)
         if best is None or score > best[0]:
             best = (score, regularization, model)
     score, regularization, model = best
@@ -124,7 +124,7 @@ def fit_mlp(family: str, x_train, y_train, x_valid, y_valid, x_test, seed: int =
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
                 model.partial_fit(x_train, y_train, *([classes] if classes is not None else []))
-            score = _score(family, _predict(model, family, x_valid), y_valid)
+            score = primary_score(family, _predict(model, family, x_valid), y_valid)
             if best is None or score > best[0]:
                 best, stale = (score, alpha, copy.deepcopy(model)), 0
             else:
