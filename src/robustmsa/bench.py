@@ -157,10 +157,9 @@ MOSI_REAL_BERT = "data/mosi_real_bert.pkl"
 # The fine-tuning recipe of the `mosi-real-finetune` rows (issue 15): the packaged MiniLM trained
 # end to end at its own rate, warmed up then decayed linearly to zero, smaller batches. Selection
 # and the training-time missing augmentation stay the defaults, as in the frozen rows. Eight epochs
-# is the recipe behind the best fine-tuned late_fusion measured (83.79 acc2_non0, issue 15); a
-# fine-tuned epoch costs 45 (late_fusion) to 130 (drf) CPU-seconds on one core, so the grid is
-# a GPU job or a long CPU one. One epoch under-trains: measured at one epoch on
-# two shared cores it left late_fusion 4 points and fsrf 30 points below their frozen rows.
+# is the recipe behind the best fine-tuned late_fusion measured (83.79 acc2_non0, issue 15); the
+# whole grid (24 runs) took 3,752 s on two cores with `--workers 2`. One epoch under-trains:
+# measured at one epoch it left late_fusion 4 points and fsrf 30 points below their frozen rows.
 FINETUNE_EPOCHS = 8
 FINETUNE_METHODS = ["late_fusion", "fsrf", "drf", "sslmm"]
 FINETUNE_OVERRIDES = ["method.text_encoder=finetune", "method.text_lr=5e-5", "train.batch_size=32",
