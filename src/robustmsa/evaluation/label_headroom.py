@@ -139,20 +139,14 @@ def _best_on_valid(family: str, preds: list[np.ndarray], valid_labels: np.ndarra
 
 def format_headroom(table: pd.DataFrame, family: str) -> str:
     """Markdown: per ratio and arm, mean ± std (over seeds) of valid and test metrics."""
-    from robustmsa.evaluation.report import to_markdown
+    from robustmsa.evaluation.report import mean_std, to_markdown
 
     shown = [f"{split} {m}" for split in ("valid", "test") for m in SHOWN[family]]
     grouped = table.groupby(["ratio", "arm"], sort=False)
-    frame = grouped[shown].agg(lambda v: _mean_std(np.asarray(v, dtype=np.float64)))
+    frame = grouped[shown].agg(lambda v: mean_std(np.asarray(v, dtype=np.float64)))
     frame.insert(0, "labeled rows", grouped["labeled"].first())  # the same count for every seed
     frame.insert(1, "seeds", grouped["seed"].nunique())
     return to_markdown(frame.reset_index().set_index("ratio"))
-
-
-def _mean_std(values: np.ndarray) -> str:
-    digits = 3 if np.abs(values).max() < 10 else 2
-    std = values.std(ddof=1) if len(values) > 1 else 0.0
-    return f"{values.mean():.{digits}f} ± {std:.{digits}f}"
 
 
 __all__ = ["ARMS", "format_headroom", "label_headroom", "propagate"]

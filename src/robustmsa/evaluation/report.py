@@ -54,11 +54,11 @@ def summary_table(rows: pd.DataFrame, metric: str) -> pd.DataFrame:
     for method in methods:
         mine = data[data["method"] == method]
         per_seed = mine.pivot_table(index="seed", columns="param", values="value", aggfunc="mean")[params]
-        cells = {p: _mean_std(per_seed[p].to_numpy()) for p in params}
+        cells = {p: mean_std(per_seed[p].to_numpy()) for p in params}
         if rates is not None and len(rates) > 1:
             curves = per_seed.to_numpy()
-            cells["mean"] = _mean_std(np.array([mean_over_rates(rates, c) for c in curves]))
-            cells["AUILC"] = _mean_std(np.array([auilc(rates, c) for c in curves]))
+            cells["mean"] = mean_std(np.array([mean_over_rates(rates, c) for c in curves]))
+            cells["AUILC"] = mean_std(np.array([auilc(rates, c) for c in curves]))
         table[method] = cells
     frame = pd.DataFrame.from_dict(table, orient="index")
     frame.index.name = "method"
@@ -78,7 +78,8 @@ def _column_labels(data: pd.DataFrame, params: list[str]) -> dict[str, str]:
     return labels
 
 
-def _mean_std(values: np.ndarray) -> str:
+def mean_std(values: np.ndarray) -> str:
+    """A table cell: mean ± sample std of the finite values; a lone value as is; "n/a" when none."""
     values = values[~np.isnan(values)]
     if len(values) == 0:
         return "n/a"
@@ -109,7 +110,7 @@ def _subset_average(rows: pd.DataFrame, metric: str) -> pd.DataFrame:
     """FSRF-style 'Avg' column: per seed, the mean over the incomplete kept sets."""
     data = rows[(rows["metric"] == metric) & (rows["protocol"] == "subset")]
     per_seed = data.groupby(["method", "seed"])["value"].mean().reset_index()
-    return per_seed.groupby("method")["value"].apply(lambda v: _mean_std(v.to_numpy())).rename("Avg").to_frame()
+    return per_seed.groupby("method")["value"].apply(lambda v: mean_std(v.to_numpy())).rename("Avg").to_frame()
 
 
 def protocol_table(rows: pd.DataFrame, protocol: str, metric: str) -> pd.DataFrame:
