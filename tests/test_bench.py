@@ -223,6 +223,17 @@ def test_presets_expand_and_skip_unregistered_methods():
         make_grid("robustness-curves", methods=["zzz"])
 
 
+def test_fsrf_presets_take_the_subset_columns_of_the_datasets_own_modalities(tmp_path):
+    from conftest import TINY_MODALITIES, make_tiny_dataset
+    from robustmsa.data.mmsa import write_mmsa
+
+    bimodal = write_mmsa(make_tiny_dataset(n=30, modalities=TINY_MODALITIES[:2]), tmp_path / "ta.pkl")
+    for preset in ("fsrf-table", "fsrf-ablation"):
+        grid = make_grid(preset, data=[str(bimodal)])
+        assert grid.dataset_protocols[str(bimodal)] == ["subset:l", "subset:a", "none"]
+        assert all("subset:v" not in job.protocols for job in grid.jobs())
+
+
 def test_ablation_preset_is_one_table_whose_rows_are_the_variants(tmp_path):
     grid = make_grid("fsrf-ablation")
     assert list(grid.variants)[0] == "full" and len(grid.variants) == 9

@@ -119,6 +119,12 @@ def _subset_protocols(modalities: tuple[str, ...] = ("text", "audio", "vision"))
     return [str(p) for p in standard_subsets(modalities)] + ["none"]
 
 
+def _kept_set_protocols(data: str) -> list[str]:
+    """The FSRF subset columns of `data`'s own modalities: a text + audio set gets {text}, {audio}
+    and complete data, not columns naming a vision it does not have."""
+    return _subset_protocols(_modalities_of(data))
+
+
 def _disrupt_protocols(modalities: list[str]) -> list[str]:
     fixed = [f"disrupt:{mode}:fixed:{m}" for m in modalities for mode in ("C", "D", "CD")]
     random = [f"disrupt:CD:random:{r}" for r in ("0.2", "0.4", "0.6", "0.8", "1")]
@@ -198,10 +204,10 @@ PRESETS = {
     ),
     "fsrf-table": dict(
         methods=["late_fusion", "mean_impute", "misa", "mult_lite", "fsrf"], datasets=["synthetic:mosi"],
-        protocols=_subset_protocols(), metrics={"mosi": ["f1_non0", "acc2_non0", "mae"]},
+        protocols=None, protocols_for=_kept_set_protocols, metrics={"mosi": ["f1_non0", "acc2_non0", "mae"]},
     ),
     "fsrf-ablation": dict(
-        methods=["fsrf"], datasets=["synthetic:mosi"], protocols=_subset_protocols(),
+        methods=["fsrf"], datasets=["synthetic:mosi"], protocols=None, protocols_for=_kept_set_protocols,
         variants={"full": [], **{f"w/o {name}": [f"method.use_{switch}=false"] for name, switch in (
             ("noise branch", "noise"), ("similarity", "sim"), ("difference", "diff"), ("reconstruction", "recon"),
             ("recovery", "recovery"), ("DAS-KL", "das_kl"), ("DAS return (missing -> full)", "das_return"),
